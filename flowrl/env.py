@@ -1,0 +1,177 @@
+"""The environment registry: names -> picklable creators of gymnasium environments.
+
+An environment name is resolved *on the driver* into an env creator, a picklable callable
+``creator(env_config) -> gymnasium.Env`` that is shipped to each rollout worker actor. The
+registry itself is a plain dict in the driver process and is not visible inside Ray actors,
+which is why workers receive creators, never names.
+
+Names resolve in this order:
+
+1. a name registered with :func:`register_env`;
+2. a gymnasium id (``"CartPole-v1"``, or ``"my_package.envs:MyEnv-v0"``, which imports
+   ``my_package.envs`` first so that its ``gymnasium.register`` calls run).
+
+Examples:
+    >>> import gymnasium
+    >>> def short_cartpole(env_config):
+    ...     return gymnasium.make("CartPole-v1", **env_config)
+    >>> register_env("ShortCartPole", short_cartpole)
+    >>> env = make_env("ShortCartPole", {"max_episode_steps": 10})
+    >>> env.spec.max_episode_steps
+    10
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium
+
+__all__ = ["EnvCreator", "get_env_creator", "list_envs", "make_env", "register_env"]
+
+EnvCreator = Callable[[dict], gymnasium.Env]
+"""A picklable callable that builds one environment from its ``env_config`` dict."""
+
+_REGISTRY: dict[str, EnvCreator] = {}
+"""flowrl name -> user creator. Lives in the driver process only."""
+
+
+def register_env(name: str, creator: EnvCreator) -> None:
+    """Registers ``creator`` under ``name`` for ``flowrl.run(..., env=name)`` and the CLI.
+
+    Registering a name again replaces the earlier creator, with a warning. A registered name
+    takes precedence over a gymnasium id of the same name.
+
+    Args:
+        name: The name configs and the CLI use, e.g. "MyGridWorld-v0".
+        creator: Called as ``creator(env_config)`` in each rollout worker; must return a
+            ``gymnasium.Env``. It is pickled with cloudpickle, so a lambda or closure works, but
+            it must not capture unpicklable objects (open files, locks, live envs).
+
+    Raises:
+        TypeError: If ``name`` is not a non-empty string or ``creator`` is not callable.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(
+            f"register_env needs a non-empty string name; got {name=}. "
+            f'Example: register_env("MyEnv-v0", lambda env_config: MyEnv(**env_config)).'
+        )
+    if not callable(creator):
+        raise TypeError(
+            f"register_env needs a callable creator(env_config) -> gymnasium.Env; got "
+            f"{creator=} ({type(creator).__name__}). Pass the class or a function, "
+            f"not an env instance."
+        )
+    if name in _REGISTRY and _REGISTRY[name] is not creator:
+        warnings.warn(
+            f"register_env: {name=} was already registered; the new creator replaces "
+            f"{_REGISTRY[name]!r}.",
+            UserWarning,
+            stacklevel=2,
+        )
+    _REGISTRY[name] = creator
+
+
+def list_envs() -> list[str]:
+    """Returns the names registered with :func:`register_env`, sorted (not gymnasium ids)."""
+    return sorted(_REGISTRY)
+
+
+def get_env_creator(name: str) -> EnvCreator:
+    """Resolves ``name`` into a picklable creator ``creator(env_config) -> gymnasium.Env``.
+
+    Raises:
+        ValueError: If ``name`` is neither registered nor a gymnasium id; the message lists the
+            closest known names and how to register a custom environment.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"An environment name must be a non-empty string; got {name=}.")
+    if name in _REGISTRY:
+        return CheckedEnvCreator(name=name, creator=_REGISTRY[name])
+    if _is_gymnasium_id(name):
+        return GymnasiumEnvCreator(env_id=name)
+    raise ValueError(_unknown_env_message(name))
+
+
+def make_env(name: str, env_config: dict | None = None) -> gymnasium.Env:
+    """Builds one environment in this process: ``get_env_creator(name)(env_config or {})``."""
+    return get_env_creator(name)(dict(env_config or {}))
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedEnvCreator:
+    """Wraps a registered creator so a wrong return value fails with a clear TypeError."""
+
+    name: str
+    creator: EnvCreator
+
+    def __call__(self, env_config: dict | None = None) -> gymnasium.Env:
+        env = self.creator(dict(env_config or {}))
+        if not isinstance(env, gymnasium.Env):
+            raise TypeError(_bad_creator_message(self.name, self.creator, env))
+        return env
+
+
+@dataclasses.dataclass(frozen=True)
+class GymnasiumEnvCreator:
+    """Creates a gymnasium environment by id: ``gymnasium.make(env_id, **env_config)``."""
+
+    env_id: str
+
+    def __call__(self, env_config: dict | None = None) -> gymnasium.Env:
+        return gymnasium.make(self.env_id, **dict(env_config or {}))
+
+
+def _is_gymnasium_id(name: str) -> bool:
+    """True for a registered gymnasium id; a ``module:EnvId`` name imports the module first."""
+    env_id = name
+    if ":" in name:
+        module_name, env_id = name.split(":", 1)
+        try:
+            importlib.import_module(module_name)
+        except ImportError as error:
+            raise ValueError(
+                f"Environment {name=} names module {module_name!r}, which cannot be imported: "
+                f"{error}. Install it, or check the spelling of 'module:EnvId'."
+            ) from None
+    return env_id in gymnasium.registry
+
+
+def _unknown_env_message(name: str) -> str:
+    known = list(_REGISTRY) + list(gymnasium.registry)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    if close:
+        suggestion = f"Did you mean {close[0]!r}?"
+        if len(close) > 1:
+            suggestion += f" Other close names: {', '.join(repr(c) for c in close[1:])}."
+    else:
+        suggestion = "No registered or gymnasium environment has a similar name."
+    registered = ", ".join(repr(n) for n in list_envs()) or "none"
+    return (
+        f"Unknown environment {name!r}. {suggestion} It is neither registered with flowrl "
+        f"(registered: {registered}) nor a gymnasium id. To use a custom environment, call "
+        f"flowrl.register_env({name!r}, lambda env_config: MyEnv(env_config)) in the driver "
+        f"before training, or pass a gymnasium id such as 'CartPole-v1' (a 'module:EnvId' "
+        f"name imports the module that registers it)."
+    )
+
+
+def _bad_creator_message(name: str, creator: Any, env: Any) -> str:
+    returned = f"{type(env).__module__}.{type(env).__qualname__}"
+    hint = "Make the creator return the environment it builds."
+    if env is not None and type(env).__module__.split(".")[0] == "gym":
+        hint = (
+            "This looks like an environment from the old `gym` package; port it to gymnasium "
+            "(reset returns (obs, info), step returns 5 values) or wrap it with shimmy."
+        )
+    elif isinstance(env, gymnasium.vector.VectorEnv):
+        hint = "Return a single environment; flowrl builds the vector env per worker itself."
+    return (
+        f"The creator registered as {name!r} must return a gymnasium.Env; it returned "
+        f"env={env!r} of type {returned}. {hint} (creator={creator!r})"
+    )

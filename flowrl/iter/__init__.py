@@ -1,0 +1,37 @@
+"""flowrl's dataflow engine: lazy parallel and local iterators over Ray actors or in-process.
+
+Examples:
+    >>> import flowrl, flowrl.iter
+    >>> flowrl.init(local_mode=True)
+    >>> flowrl.iter.from_range(6, num_shards=2).for_each(lambda x: x * x).gather_sync().take(3)
+    [0, 9, 1]
+"""
+
+from flowrl.iter import executor
+from flowrl.iter.errors import ActorDiedError, FlowError
+from flowrl.iter.local_iterator import LocalIterator
+from flowrl.iter.metrics import MetricsContext, SharedMetrics, TimerStat
+from flowrl.iter.parallel_iterator import (
+    ParallelIterator,
+    from_actors,
+    from_items,
+    from_iterators,
+    from_range,
+)
+from flowrl.iter.worker import ParallelIteratorWorker
+
+__all__ = [
+    "ActorDiedError",
+    "FlowError",
+    "LocalIterator",
+    "MetricsContext",
+    "ParallelIterator",
+    "ParallelIteratorWorker",
+    "SharedMetrics",
+    "TimerStat",
+    "executor",
+    "from_actors",
+    "from_items",
+    "from_iterators",
+    "from_range",
+]

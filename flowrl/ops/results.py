@@ -1,0 +1,29 @@
+"""Typed items that flow between training operators."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+DEFAULT_POLICY_ID = "default_policy"
+
+
+@dataclass
+class Gradients:
+    """Gradients computed on one batch, with the batch's size and the loss statistics.
+
+    `grads` is a list of numpy arrays in the order of the policy's `get_weights()` keys.
+    """
+
+    grads: list[np.ndarray]
+    stats: dict[str, float]
+    count: int
+
+
+@dataclass
+class TrainResult:
+    """What a training operator yields: per-policy learner statistics and samples trained on."""
+
+    learner_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    num_steps_trained: int = 0

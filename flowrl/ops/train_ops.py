@@ -1,0 +1,237 @@
+"""Operators that update the learner and keep rollout workers in sync.
+
+Each has one job: training never broadcasts weights by itself; `BroadcastWeights` (or the
+`update=` choice of `ApplyGradients`, written in the plan) does.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import numpy as np
+
+from flowrl.iter import LocalIterator, executor
+from flowrl.ops.metrics import (
+    APPLY_GRADS_TIMER,
+    BROADCAST_TIMER,
+    COMPUTE_GRADS_TIMER,
+    LEARN_TIMER,
+    NUM_GRADIENT_UPDATES_COUNTER,
+    NUM_WEIGHT_BROADCASTS_COUNTER,
+    STEPS_SAMPLED_COUNTER,
+    STEPS_TRAINED_COUNTER,
+)
+from flowrl.ops.results import DEFAULT_POLICY_ID, Gradients, TrainResult
+from flowrl.policy import MultiAgentBatch, SampleBatch
+from flowrl.workers import WorkerSet
+
+UpdateMode = Literal["all", "source", "none"]
+_UPDATE_MODES = ("all", "source", "none")
+
+
+def _single_agent(batch: SampleBatch | MultiAgentBatch) -> SampleBatch:
+    if isinstance(batch, MultiAgentBatch):
+        if set(batch.policy_batches) != {DEFAULT_POLICY_ID}:
+            raise ValueError(
+                "This operator trains the single learner policy 'default_policy', but the batch "
+                f"holds policies {sorted(batch.policy_batches)}; add SelectExperiences first."
+            )
+        return batch.policy_batches[DEFAULT_POLICY_ID]
+    return batch
+
+
+def _global_vars() -> dict[str, int]:
+    return {"timestep": int(LocalIterator.get_metrics().counters[STEPS_SAMPLED_COUNTER])}
+
+
+class TrainOneStep:
+    """Trains the learner's policy on each batch: `num_sgd_iter` epochs of minibatch SGD.
+
+    Before learning, the learner's global vars (the sampled timestep, which drives learning
+    rate schedules) are brought up to date. It does not send weights anywhere.
+
+    Consumes: SampleBatch. Yields: TrainResult.
+    Metrics: counter `learner/steps_trained`; timer `timers/learn`.
+
+    Examples:
+        >>> TrainOneStep(workers, num_sgd_iter=10, sgd_minibatch_size=128)  # doctest: +SKIP
+        TrainOneStep(num_sgd_iter=10, sgd_minibatch_size=128)
+    """
+
+    metrics_written = (STEPS_TRAINED_COUNTER, LEARN_TIMER)
+
+    def __init__(self, workers: WorkerSet, *, num_sgd_iter: int = 1,
+                 sgd_minibatch_size: int = 0) -> None:
+        if num_sgd_iter < 1:
+            raise ValueError(f"num_sgd_iter must be at least 1, got {num_sgd_iter=}.")
+        if sgd_minibatch_size < 0:
+            raise ValueError(f"sgd_minibatch_size must be >= 0 (0 = whole batch), got "
+                             f"{sgd_minibatch_size=}.")
+        self.workers = workers
+        self.num_sgd_iter = num_sgd_iter
+        self.sgd_minibatch_size = sgd_minibatch_size
+
+    def __call__(self, batch: SampleBatch | MultiAgentBatch) -> TrainResult:
+        batch = _single_agent(batch)
+        metrics = LocalIterator.get_metrics()
+        policy = self.workers.local_worker().policy
+        policy.on_global_var_update(_global_vars())
+        start = time.perf_counter()
+        if self.num_sgd_iter == 1 and self.sgd_minibatch_size == 0:
+            stats = policy.learn_on_batch(batch)
+        else:
+            stats = policy.learn_on_minibatches(
+                batch, num_sgd_iter=self.num_sgd_iter, sgd_minibatch_size=self.sgd_minibatch_size
+            )
+        timer = metrics.timers[LEARN_TIMER]
+        timer.push(time.perf_counter() - start)
+        timer.push_units_processed(len(batch))
+        metrics.counters[STEPS_TRAINED_COUNTER] += len(batch)
+        return TrainResult(learner_stats={DEFAULT_POLICY_ID: stats},
+                           num_steps_trained=len(batch))
+
+    def __repr__(self) -> str:
+        return (f"TrainOneStep(num_sgd_iter={self.num_sgd_iter}, "
+                f"sgd_minibatch_size={self.sgd_minibatch_size})")
+
+
+class ComputeGradients:
+    """Computes the learner policy's gradients on each batch, without applying them.
+
+    Consumes: SampleBatch. Yields: Gradients.
+    Metrics: timer `timers/compute_grads`.
+
+    Examples:
+        >>> ComputeGradients(workers)  # doctest: +SKIP
+        ComputeGradients()
+    """
+
+    metrics_written = (COMPUTE_GRADS_TIMER,)
+
+    def __init__(self, workers: WorkerSet) -> None:
+        self.workers = workers
+
+    def __call__(self, batch: SampleBatch | MultiAgentBatch) -> Gradients:
+        batch = _single_agent(batch)
+        start = time.perf_counter()
+        grads, stats = self.workers.local_worker().policy.compute_gradients(batch)
+        LocalIterator.get_metrics().timers[COMPUTE_GRADS_TIMER].push(time.perf_counter() - start)
+        return Gradients(grads=grads, stats=stats, count=len(batch))
+
+    def __repr__(self) -> str:
+        return "ComputeGradients()"
+
+
+class AverageGradients:
+    """Averages a list of gradients element-wise (a true mean, not a sum).
+
+    Use after `.batch(n)`: each item is a list of `Gradients` from equally sized microbatches.
+
+    Consumes: list[Gradients]. Yields: Gradients (mean grads, mean stats, summed count).
+    Metrics: none.
+
+    Examples:
+        >>> g = [Gradients([np.array([1.0])], {"loss": 1.0}, 2),
+        ...      Gradients([np.array([3.0])], {"loss": 3.0}, 2)]
+        >>> out = AverageGradients()(g)
+        >>> out.grads[0].tolist(), out.stats["loss"], out.count
+        ([2.0], 2.0, 4)
+    """
+
+    def __call__(self, items: list[Gradients]) -> Gradients:
+        if not items:
+            raise ValueError("AverageGradients received an empty list; use it after .batch(n).")
+        grads = [np.mean(parts, axis=0) for parts in zip(*(g.grads for g in items))]
+        keys = set().union(*(g.stats for g in items))
+        stats = {k: float(np.mean([g.stats[k] for g in items if k in g.stats])) for k in keys}
+        return Gradients(grads=grads, stats=stats, count=sum(g.count for g in items))
+
+    def __repr__(self) -> str:
+        return "AverageGradients()"
+
+
+class ApplyGradients:
+    """Applies gradients to the learner's policy, then updates the workers named by `update`.
+
+    `update="all"` broadcasts the new weights to every worker (synchronous A2C);
+    `update="source"` sends them only to the worker that computed the gradients (A3C; items
+    must then be `(actor, Gradients)` pairs from `zip_with_source_actor`); `update="none"`
+    leaves syncing to a later `BroadcastWeights`.
+
+    Consumes: Gradients, or (actor, Gradients) with update="source". Yields: TrainResult.
+    Metrics: counters `learner/steps_trained`, `learner/gradient_updates`,
+    `learner/weight_broadcasts`; timer `timers/apply_grads`.
+
+    Examples:
+        >>> ApplyGradients(workers, update="source")  # doctest: +SKIP
+        ApplyGradients(update='source')
+    """
+
+    metrics_written = (STEPS_TRAINED_COUNTER, NUM_GRADIENT_UPDATES_COUNTER, APPLY_GRADS_TIMER)
+
+    def __init__(self, workers: WorkerSet, *, update: UpdateMode = "all") -> None:
+        if update not in _UPDATE_MODES:
+            raise ValueError(f"Unknown {update=}; valid values are {list(_UPDATE_MODES)}.")
+        self.workers = workers
+        self.update = update
+
+    def __call__(self, item: Gradients | tuple[Any, Gradients]) -> TrainResult:
+        source = None
+        if isinstance(item, tuple):
+            source, item = item
+        elif self.update == "source":
+            raise TypeError(
+                "ApplyGradients(update='source') needs (actor, Gradients) pairs; add "
+                ".zip_with_source_actor() after the async gather."
+            )
+        metrics = LocalIterator.get_metrics()
+        policy = self.workers.local_worker().policy
+        policy.on_global_var_update(_global_vars())
+        start = time.perf_counter()
+        policy.apply_gradients(item.grads)
+        metrics.timers[APPLY_GRADS_TIMER].push(time.perf_counter() - start)
+        metrics.counters[STEPS_TRAINED_COUNTER] += item.count
+        metrics.counters[NUM_GRADIENT_UPDATES_COUNTER] += 1
+        if self.update == "all":
+            self.workers.sync_weights(_global_vars())
+            metrics.counters[NUM_WEIGHT_BROADCASTS_COUNTER] += 1
+        elif self.update == "source":
+            weights_ref = executor.put(policy.get_weights())
+            self.workers.set_weights_of(source, weights_ref, _global_vars())
+            metrics.counters[NUM_WEIGHT_BROADCASTS_COUNTER] += 1
+        return TrainResult(learner_stats={DEFAULT_POLICY_ID: dict(item.stats)},
+                           num_steps_trained=item.count)
+
+    def __repr__(self) -> str:
+        return f"ApplyGradients(update={self.update!r})"
+
+
+class BroadcastWeights:
+    """Sends the learner's weights to every rollout worker (one object-store put).
+
+    Passes its item through unchanged, so it can sit anywhere after a training step.
+
+    Consumes: any item. Yields: the same item.
+    Metrics: counter `learner/weight_broadcasts`; timer `timers/broadcast_weights`.
+
+    Examples:
+        >>> BroadcastWeights(workers)  # doctest: +SKIP
+        BroadcastWeights()
+    """
+
+    metrics_written = (NUM_WEIGHT_BROADCASTS_COUNTER, BROADCAST_TIMER)
+
+    def __init__(self, workers: WorkerSet) -> None:
+        self.workers = workers
+
+    def __call__(self, item: Any) -> Any:
+        metrics = LocalIterator.get_metrics()
+        start = time.perf_counter()
+        self.workers.sync_weights(_global_vars())
+        metrics.timers[BROADCAST_TIMER].push(time.perf_counter() - start)
+        metrics.counters[NUM_WEIGHT_BROADCASTS_COUNTER] += 1
+        return item
+
+    def __repr__(self) -> str:
+        return "BroadcastWeights()"

@@ -1,0 +1,79 @@
+"""Built-in algorithms, each an execution plan, registered in one explicit mapping.
+
+`ALGORITHMS` maps a lower-case name to an `AlgorithmSpec`: the algorithm's config class, its
+plan function `(workers, config) -> iterator`, and the policy (loss) it trains. Nothing is
+registered by import side effect of a plan module.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flowrl.plans import a2c, a3c, pg, ppo
+from flowrl.policy import get_policy_class as _get_registered_policy_class
+from flowrl.policy import register_policy
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """Everything the Trainer needs to run one built-in algorithm."""
+
+    name: str
+    """Display name, e.g. "PPO"."""
+    config_class: type
+    """The algorithm's frozen config dataclass."""
+    plan: Callable[[Any, Any], Any]
+    """`plan(workers, config)` -> the plan's output iterator."""
+    policy_name: str
+    """Name of the registered policy (loss) this algorithm trains."""
+    description: str
+    """One line for `flowrl list`."""
+
+
+ALGORITHMS: dict[str, AlgorithmSpec] = {
+    "pg": AlgorithmSpec("PG", pg.PGConfig, pg.pg_plan, "pg",
+                        "Vanilla policy gradient (REINFORCE) with synchronous sampling."),
+    "a2c": AlgorithmSpec("A2C", a2c.A2CConfig, a2c.a2c_plan, "pg",
+                         "Synchronous advantage actor-critic, optionally with microbatches."),
+    "a3c": AlgorithmSpec("A3C", a3c.A3CConfig, a3c.a3c_plan, "pg",
+                         "Asynchronous advantage actor-critic: gradients computed on workers."),
+    "ppo": AlgorithmSpec("PPO", ppo.PPOConfig, ppo.ppo_plan, "ppo",
+                         "Proximal policy optimization with clipped surrogate and adaptive KL."),
+}
+
+# Policies (losses) defined by plan modules, registered here explicitly.
+register_policy("ppo", ppo.ppo_loss_torch, ppo.ppo_loss_tf)
+
+
+def list_algorithms() -> list[str]:
+    """Names of the built-in algorithms, as accepted by `flowrl.run` and `flowrl.Trainer`."""
+    return [spec.name for spec in ALGORITHMS.values()]
+
+
+def get_algorithm(name: str) -> AlgorithmSpec:
+    """Looks up a built-in algorithm by name (case-insensitive).
+
+    Raises:
+        ValueError: for an unknown name, suggesting the closest valid one.
+    """
+    key = str(name).lower()
+    if key in ALGORITHMS:
+        return ALGORITHMS[key]
+    close = difflib.get_close_matches(key, list(ALGORITHMS), n=1)
+    hint = f" Did you mean {ALGORITHMS[close[0]].name!r}?" if close else ""
+    raise ValueError(
+        f"Unknown algorithm {name!r}.{hint} Valid algorithms: {list_algorithms()}. To run a plan "
+        "of your own, pass plan=your_plan to flowrl.Trainer."
+    )
+
+
+def get_policy_class(algo: str, framework: str = "torch") -> type:
+    """The policy class a built-in algorithm trains, for `framework` "torch" or "tf"."""
+    spec = ALGORITHMS.get(str(algo).lower())
+    return _get_registered_policy_class(spec.policy_name if spec else algo, framework)
+
+
+__all__ = ["ALGORITHMS", "AlgorithmSpec", "get_algorithm", "get_policy_class", "list_algorithms"]

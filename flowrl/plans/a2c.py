@@ -1,0 +1,95 @@
+"""A2C: synchronous advantage actor-critic (the synchronous variant of Mnih et al., 2016).
+
+Paper: https://arxiv.org/abs/1602.01783
+
+Implementation details:
+1. Synchronous sampling from all workers; GAE advantages with a learned value function.
+2. Loss = -mean(logp(a) * advantage) + vf_loss_coeff * value error - entropy_coeff * entropy.
+3. Default: one gradient step per train batch. With `microbatch_size`, gradients are computed
+   on microbatches, averaged over `num_microbatches` of them, and applied once (the same
+   update with less peak memory).
+
+Metrics reported: `info/learner/default_policy/{policy_loss, vf_loss, entropy, total_loss}`,
+plus the shared `sampler/env_steps`, `learner/steps_trained`, `learner/weight_broadcasts`,
+`timers/learn` (or `timers/compute_grads` and `timers/apply_grads` with microbatches).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from flowrl.config import AlgorithmConfig
+from flowrl.iter import LocalIterator
+from flowrl.ops import (
+    ApplyGradients,
+    AverageGradients,
+    BroadcastWeights,
+    ComputeGradients,
+    ConcatBatches,
+    ParallelRollouts,
+    TrainOneStep,
+    TrainResult,
+)
+from flowrl.workers import WorkerSet
+
+
+@dataclass(frozen=True, kw_only=True)
+class A2CConfig(AlgorithmConfig):
+    """A2C's hyperparameters."""
+
+    rollout_fragment_length: int = 20
+    """Steps per env per sample; A2C uses short fragments."""
+    num_envs_per_worker: int = 5
+    """Envs stepped together per worker."""
+    train_batch_size: int = 500
+    """Env steps per gradient update."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    use_gae: bool = True
+    """Use generalized advantage estimation."""
+    use_critic: bool = True
+    """Learn a value function."""
+    gae_lambda: float = 1.0
+    """GAE lambda; 1.0 gives n-step returns minus values."""
+    vf_loss_coeff: float = 0.5
+    """Weight of the value loss."""
+    entropy_coeff: float = 0.01
+    """Weight of the entropy bonus."""
+    grad_clip: float | None = 40.0
+    """Global-norm gradient clipping; None disables it."""
+    microbatch_size: int | None = None
+    """If set, compute gradients on microbatches of this size and average them per update."""
+
+    @property
+    def num_microbatches(self) -> int:
+        """Microbatches averaged per update (train_batch_size / microbatch_size, rounded up)."""
+        if not self.microbatch_size:
+            return 1
+        return math.ceil(self.train_batch_size / self.microbatch_size)
+
+    def _validate(self) -> None:
+        super()._validate()
+        if self.microbatch_size is not None and not (
+            0 < self.microbatch_size <= self.train_batch_size
+        ):
+            raise ValueError(
+                "microbatch_size must be in (0, train_batch_size], got "
+                f"microbatch_size={self.microbatch_size} with "
+                f"train_batch_size={self.train_batch_size}."
+            )
+
+
+def a2c_plan(workers: WorkerSet, config: A2CConfig) -> LocalIterator[TrainResult]:
+    """A2C as a dataflow: lock-step sampling, one (possibly microbatched) update, sync."""
+    # Synchronous sampling: all workers act with the same weights.
+    rollouts = ParallelRollouts(workers, mode="bulk_sync")
+    if not config.microbatch_size:
+        batches = rollouts.combine(ConcatBatches(min_batch_size=config.train_batch_size))
+        # Weight sync is its own stage, not a side effect of training.
+        return batches.for_each(TrainOneStep(workers)).for_each(BroadcastWeights(workers))
+    # Microbatches bound peak memory; averaging their gradients gives one update.
+    microbatches = rollouts.combine(ConcatBatches(min_batch_size=config.microbatch_size))
+    averaged = microbatches.for_each(ComputeGradients(workers)).batch(
+        config.num_microbatches).for_each(AverageGradients())
+    return averaged.for_each(ApplyGradients(workers, update="all"))

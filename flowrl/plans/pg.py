@@ -1,0 +1,47 @@
+"""PG: vanilla policy gradient (REINFORCE with batched synchronous sampling).
+
+Paper: Williams, 1992, "Simple statistical gradient-following algorithms for connectionist
+reinforcement learning"; Sutton et al., 2000.
+
+Implementation details:
+1. Synchronous sampling from all workers into train batches of `train_batch_size` steps.
+2. Advantages are discounted returns (no critic, no GAE); truncated episodes bootstrap with 0
+   because there is no value function.
+3. One gradient step per train batch on -mean(logp(a) * return).
+
+Metrics reported: `info/learner/default_policy/{policy_loss, total_loss, ...}`, plus the shared
+`sampler/env_steps`, `learner/steps_trained`, `learner/weight_broadcasts`, `timers/learn`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flowrl.config import AlgorithmConfig
+from flowrl.iter import LocalIterator
+from flowrl.ops import BroadcastWeights, ConcatBatches, ParallelRollouts, TrainOneStep, TrainResult
+from flowrl.workers import WorkerSet
+
+
+@dataclass(frozen=True, kw_only=True)
+class PGConfig(AlgorithmConfig):
+    """Vanilla policy gradient's hyperparameters."""
+
+    lr: float = 4e-4
+    """Adam learning rate; typical 1e-4 to 1e-3."""
+    use_gae: bool = False
+    """PG uses plain discounted returns as advantages."""
+    use_critic: bool = False
+    """PG learns no value function."""
+    entropy_coeff: float = 0.0
+    """Weight of the entropy bonus."""
+
+
+def pg_plan(workers: WorkerSet, config: PGConfig) -> LocalIterator[TrainResult]:
+    """PG as a dataflow: sample in lock-step, one gradient step per train batch, sync."""
+    # Synchronous sampling: every batch comes from the current weights.
+    rollouts = ParallelRollouts(workers, mode="bulk_sync")
+    batches = rollouts.combine(ConcatBatches(min_batch_size=config.train_batch_size))
+    trained = batches.for_each(TrainOneStep(workers))
+    # Weight sync is its own stage, not a side effect of training.
+    return trained.for_each(BroadcastWeights(workers))

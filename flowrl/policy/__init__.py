@@ -1,0 +1,103 @@
+"""The policy layer: the `Policy` interface, its Torch and TF implementations, and the data.
+
+Importing this package imports neither torch nor TensorFlow: the framework classes
+(`TorchPolicy`, `TFPolicy`, the `Torch*`/`TF*` distributions and models) load on first use.
+This package never imports Ray.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from flowrl.policy.builder import (
+    FRAMEWORKS,
+    build_policy_class,
+    get_policy_class,
+    register_policy,
+    registered_algorithms,
+)
+from flowrl.policy.config import (
+    DEFAULT_MODEL_CONFIG,
+    DEFAULT_POLICY_CONFIG,
+    PiecewiseSchedule,
+    merge_config,
+)
+from flowrl.policy.losses import PG_DEFAULT_CONFIG, pg_loss_tf, pg_loss_torch
+from flowrl.policy.models import ModelSpec
+from flowrl.policy.policy import Policy, Saveable
+from flowrl.policy.postprocessing import (
+    compute_advantages,
+    compute_gae_for_trajectory,
+    discount_cumsum,
+)
+from flowrl.policy.sample_batch import MultiAgentBatch, SampleBatch, concat_samples
+from flowrl.policy.spaces import Preprocessor, get_preprocessor
+
+DISTRIBUTION_NAMES = ("Categorical", "MultiCategorical", "DiagGaussian", "Deterministic")
+
+_LAZY: dict[str, str] = {
+    "TorchPolicy": "flowrl.policy.torch_policy",
+    "TorchModel": "flowrl.policy.torch_models",
+    "TorchCategorical": "flowrl.policy.torch_distributions",
+    "TorchMultiCategorical": "flowrl.policy.torch_distributions",
+    "TorchDiagGaussian": "flowrl.policy.torch_distributions",
+    "TorchDeterministic": "flowrl.policy.torch_distributions",
+    "TFPolicy": "flowrl.policy.tf_policy",
+    "TFModel": "flowrl.policy.tf_models",
+    "TFCategorical": "flowrl.policy.tf_distributions",
+    "TFMultiCategorical": "flowrl.policy.tf_distributions",
+    "TFDiagGaussian": "flowrl.policy.tf_distributions",
+    "TFDeterministic": "flowrl.policy.tf_distributions",
+}
+
+_DIST_MODULES = {
+    "torch": "flowrl.policy.torch_distributions",
+    "tf": "flowrl.policy.tf_distributions",
+}
+
+
+def get_distribution_class(name: str, framework: str = "torch") -> type:
+    """A distribution class by name ("Categorical", ...) for "torch" or "tf"."""
+    if framework not in _DIST_MODULES:
+        raise ValueError(f"unknown {framework=}; valid frameworks: {list(_DIST_MODULES)}")
+    if name not in DISTRIBUTION_NAMES:
+        raise ValueError(f"unknown distribution {name=}; valid: {list(DISTRIBUTION_NAMES)}")
+    return importlib.import_module(_DIST_MODULES[framework]).DISTRIBUTIONS[name]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'flowrl.policy' has no attribute {name!r}")
+    return getattr(importlib.import_module(module_name), name)
+
+
+__all__ = [
+    "DEFAULT_MODEL_CONFIG",
+    "DEFAULT_POLICY_CONFIG",
+    "DISTRIBUTION_NAMES",
+    "FRAMEWORKS",
+    "PG_DEFAULT_CONFIG",
+    "ModelSpec",
+    "MultiAgentBatch",
+    "PiecewiseSchedule",
+    "Policy",
+    "Preprocessor",
+    "SampleBatch",
+    "Saveable",
+    "build_policy_class",
+    "compute_advantages",
+    "compute_gae_for_trajectory",
+    "concat_samples",
+    "discount_cumsum",
+    "get_distribution_class",
+    "get_policy_class",
+    "get_preprocessor",
+    "merge_config",
+    "pg_loss_tf",
+    "pg_loss_torch",
+    "register_policy",
+    "registered_algorithms",
+    *_LAZY,
+]

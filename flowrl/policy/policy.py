@@ -1,0 +1,288 @@
+"""The framework-independent `Policy` interface and the `Saveable` protocol.
+
+`TorchPolicy` (`flowrl.policy.torch_policy`) and `TFPolicy` (`flowrl.policy.tf_policy`)
+implement it; an algorithm supplies a loss per framework through `build_policy_class`.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+
+from flowrl.policy.config import DEFAULT_POLICY_CONFIG, PiecewiseSchedule, merge_config
+from flowrl.policy.postprocessing import compute_gae_for_trajectory
+from flowrl.policy.sample_batch import SampleBatch
+from flowrl.policy.spaces import action_rows, check_action_space, get_preprocessor
+
+PostprocessFn = Callable[["Policy", SampleBatch], SampleBatch]
+
+
+class Saveable(ABC):
+    """Something whose full training state round-trips through plain numpy/python values."""
+
+    @abstractmethod
+    def get_state(self) -> dict[str, Any]:
+        """Returns weights, optimizer state, global vars and coefficients as numpy/python."""
+
+    @abstractmethod
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restores what `get_state` returned (also from a policy of the other framework)."""
+
+
+class Policy(ABC):
+    """Maps observations to actions and learns from `SampleBatch`es; framework-independent.
+
+    A rollout worker and a learner use it like this::
+
+        policy = get_policy_class("pg", framework="torch")(obs_space, action_space, config)
+        # rollout worker
+        actions, extras = policy.compute_actions(raw_obs_batch, explore=True)
+        rows = policy.preprocess(raw_obs_batch)            # stored as SampleBatch["obs"]
+        batch = policy.postprocess_trajectory(piece)       # adds advantages / value_targets
+        # learner
+        stats = policy.learn_on_batch(batch)               # or learn_on_minibatches(...)
+        grads, stats = policy.compute_gradients(batch)     # A3C: on a worker ...
+        policy.apply_gradients(grads)                      # ... applied on the learner
+        worker_policy.set_weights(policy.get_weights())    # dict of numpy, neutral names
+        policy.on_global_var_update({"timestep": t})       # drives schedules
+
+    Args:
+        observation_space: the env's observation space.
+        action_space: the env's action space (Discrete, MultiDiscrete or Box).
+        config: a plain dict; missing keys fall back to `default_config`, then to
+            `DEFAULT_POLICY_CONFIG`.
+    """
+
+    default_config: ClassVar[Mapping[str, Any]] = {}
+    postprocess_fn: ClassVar[PostprocessFn | None] = None
+
+    def __init__(
+        self, observation_space: gym.Space, action_space: gym.Space, config: Mapping[str, Any]
+    ) -> None:
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.preprocessor = get_preprocessor(observation_space)
+        check_action_space(action_space)
+        self.config = merge_config(DEFAULT_POLICY_CONFIG, self.default_config, config)
+        self.global_timestep = 0
+        schedule = self.config.get("lr_schedule")
+        self._lr_schedule = PiecewiseSchedule(schedule) if schedule else None
+        self._coefficients: dict[str, Any] = {
+            name: float(value)
+            for name, value in self.config.items()
+            if name.endswith("_coeff") and isinstance(value, (int, float))
+            and not isinstance(value, bool)
+        }
+
+    # ---- the six abstract methods -------------------------------------------------------------
+
+    @abstractmethod
+    def compute_actions(
+        self, obs_batch: Any, explore: bool = True
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Actions for a batch of RAW observations, plus extras (`action_logp`,
+        `action_dist_inputs`, `vf_preds`), all numpy with a leading batch dimension."""
+
+    @abstractmethod
+    def learn_on_batch(self, batch: SampleBatch) -> dict[str, float]:
+        """Exactly one optimizer step on the whole batch; returns the loss stats."""
+
+    @abstractmethod
+    def compute_gradients(self, batch: SampleBatch) -> tuple[list[np.ndarray], dict[str, float]]:
+        """Gradients (in `get_weights()` key order, clipped by `grad_clip`) and loss stats."""
+
+    @abstractmethod
+    def apply_gradients(self, gradients: list[np.ndarray]) -> None:
+        """One optimizer step with the given gradients (as `compute_gradients` returns them)."""
+
+    @abstractmethod
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """The model weights as numpy arrays under framework-neutral names."""
+
+    @abstractmethod
+    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
+        """Loads weights as `get_weights` returns them (from either framework)."""
+
+    # ---- shared behaviour ---------------------------------------------------------------------
+
+    def preprocess(self, obs_batch: Any) -> np.ndarray:
+        """Validates raw observations and returns the rows stored as `SampleBatch["obs"]`."""
+        return self.preprocessor.transform(obs_batch)
+
+    def compute_values(self, obs_rows: np.ndarray) -> np.ndarray:
+        """Value estimates (float32, shape (B,)) for PREPROCESSED observation rows."""
+        raise NotImplementedError(f"{type(self).__name__} has no value function")
+
+    def compute_single_action(self, obs: Any, explore: bool = True) -> tuple[Any, dict[str, Any]]:
+        """`compute_actions` for one raw observation (no batch dimension)."""
+        actions, extras = self.compute_actions(_add_batch_dim(obs), explore=explore)
+        return actions[0], {name: value[0] for name, value in extras.items()}
+
+    def postprocess_trajectory(self, batch: SampleBatch) -> SampleBatch:
+        """Adds training columns to one trajectory piece of one env (default: GAE).
+
+        The piece's rows are in time order; it bootstraps from `V(new_obs[-1])` unless its last
+        row terminated.
+        """
+        postprocess = type(self).postprocess_fn or compute_gae_for_trajectory
+        return postprocess(self, batch)
+
+    def learn_on_minibatches(
+        self,
+        batch: SampleBatch,
+        *,
+        num_sgd_iter: int,
+        sgd_minibatch_size: int,
+        seed: int | None = None,
+    ) -> dict[str, float]:
+        """`num_sgd_iter` epochs of SGD over shuffled minibatches of the batch.
+
+        `sgd_minibatch_size=0` (or >= len(batch)) means whole-batch steps. The last minibatch of
+        an epoch may be smaller. Returns the stats averaged over the steps of the LAST epoch.
+        Frameworks override this with a version that converts the batch to tensors once.
+        """
+        _check_sgd_args(num_sgd_iter, sgd_minibatch_size)
+        size = sgd_minibatch_size or len(batch)
+        rng = np.random.default_rng(seed)
+        epoch_stats: list[dict[str, float]] = []
+        for _ in range(num_sgd_iter):
+            epoch_stats = [self.learn_on_batch(mb) for mb in batch.minibatches(size, seed=rng)]
+        return average_stats(epoch_stats)
+
+    def on_global_var_update(self, global_vars: Mapping[str, Any]) -> None:
+        """Receives global variables (``{"timestep": t}``) and updates schedules (lr)."""
+        if "timestep" in global_vars:
+            self.global_timestep = int(global_vars["timestep"])
+            if self._lr_schedule is not None:
+                self._set_learning_rate(self._lr_schedule(self.global_timestep))
+
+    def _set_learning_rate(self, lr: float) -> None:
+        self.config["lr"] = lr
+
+    @property
+    def coefficient_names(self) -> list[str]:
+        """Names accepted by `get_coefficient` / `set_coefficient` (config keys ``*_coeff``)."""
+        return sorted(self._coefficients)
+
+    def get_coefficient(self, name: str) -> Any:
+        """A mutable loss coefficient (a float in Torch, a `tf.Variable` in TF)."""
+        self._check_coefficient(name)
+        return self._coefficients[name]
+
+    def set_coefficient(self, name: str, value: float) -> None:
+        """Changes a loss coefficient; the loss sees it on its next call."""
+        self._check_coefficient(name)
+        self._coefficients[name] = float(value)
+
+    def _coefficient_values(self) -> dict[str, float]:
+        return {name: float(self.get_coefficient(name)) for name in self._coefficients}
+
+    def _check_coefficient(self, name: str) -> None:
+        if name not in self._coefficients:
+            raise ValueError(
+                f"unknown loss coefficient {name=}; known: {self.coefficient_names}. "
+                "Coefficients are the numeric config keys ending in '_coeff'; add one to the "
+                "policy config to create it"
+            )
+
+    def _check_obs_rows(self, rows: np.ndarray, column: str) -> np.ndarray:
+        if rows.shape[1:] != self.preprocessor.shape:
+            raise ValueError(
+                f"SampleBatch[{column!r}] rows do not fit observation_space="
+                f"{self.observation_space}: expected preprocessed rows of shape "
+                f"(batch_size, {', '.join(map(str, self.preprocessor.shape))}), got "
+                f"shape={rows.shape}; store policy.preprocess(raw_obs) in the batch"
+            )
+        return rows
+
+    def _model_input(self, rows: np.ndarray, column: str = "obs") -> np.ndarray:
+        """Checks preprocessed rows and casts them to the model's input dtype (uint8 or
+        float32)."""
+        rows = self._check_obs_rows(np.asarray(rows), column)
+        return rows if rows.dtype == np.uint8 else rows.astype(np.float32, copy=False)
+
+    def _training_arrays(self, batch: SampleBatch) -> dict[str, np.ndarray]:
+        """The batch's columns as the arrays a loss sees: validated actions (model indices or
+        float32 rows), float32 floats (uint8 images stay uint8), int64 ints, bools; other
+        columns (objects, strings) are left out."""
+        arrays = {}
+        for name, column in batch.items():
+            if name == "actions":
+                column = action_rows(self.action_space, column)
+            elif name in ("obs", "new_obs"):
+                column = self._model_input(column, name)
+            elif column.dtype.kind == "f":
+                column = column.astype(np.float32, copy=False)
+            elif column.dtype.kind in "iu":
+                column = column.astype(np.int64, copy=False)
+            elif column.dtype.kind != "b":
+                continue
+            arrays[name] = column
+        return arrays
+
+    def _check_weights(self, weights: Mapping[str, np.ndarray],
+                       shapes: Mapping[str, tuple[int, ...]]) -> None:
+        missing, extra = sorted(set(shapes) - set(weights)), sorted(set(weights) - set(shapes))
+        if missing or extra:
+            raise ValueError(
+                f"weights do not match this {type(self).__name__}: {missing=}, {extra=}; both "
+                "policies need the same spaces and model config"
+            )
+        for name, shape in shapes.items():
+            got = tuple(np.shape(weights[name]))
+            if got != tuple(shape):
+                raise ValueError(
+                    f"weight {name!r} has shape {got}, expected {tuple(shape)}; both policies "
+                    "need the same spaces and model config"
+                )
+
+
+def average_stats(stats: list[Mapping[str, float]]) -> dict[str, float]:
+    """Averages a list of stats dicts key by key."""
+    if not stats:
+        return {}
+    return {key: float(np.mean([s[key] for s in stats])) for key in stats[0]}
+
+
+def raise_if_not_finite(stats: Mapping[str, float], grad_norm: float) -> None:
+    """Raises `FloatingPointError` naming the loss terms if any stat or the gradient is NaN/inf."""
+    values = dict(stats)
+    values["grad_gnorm"] = grad_norm
+    bad = [name for name, value in values.items() if not math.isfinite(value)]
+    if bad:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        raise FloatingPointError(
+            f"non-finite loss or gradient in {bad} ({shown}); the update was not applied. "
+            "Lower lr, set grad_clip, or check rewards and observations for NaN/inf"
+        )
+
+
+def seed_streams(seed: int | None) -> tuple[np.random.Generator, int, int]:
+    """Independent random streams for one policy: (weight-init rng, sampling seed, shuffle seed).
+
+    The same seed gives the same initial weights in Torch and in TF.
+    """
+    init, sampling, shuffling = np.random.SeedSequence(seed).spawn(3)
+    return (np.random.default_rng(init), int(sampling.generate_state(1, np.uint64)[0] >> 2),
+            int(shuffling.generate_state(1, np.uint64)[0] >> 2))
+
+
+def _check_sgd_args(num_sgd_iter: int, sgd_minibatch_size: int) -> None:
+    if num_sgd_iter < 1:
+        raise ValueError(f"num_sgd_iter must be >= 1, got {num_sgd_iter=}")
+    if sgd_minibatch_size < 0:
+        raise ValueError(f"sgd_minibatch_size must be >= 0 (0: whole batch), got "
+                         f"{sgd_minibatch_size=}")
+
+
+def _add_batch_dim(obs: Any) -> Any:
+    if isinstance(obs, dict):
+        return {key: _add_batch_dim(value) for key, value in obs.items()}
+    if isinstance(obs, tuple):
+        return tuple(_add_batch_dim(value) for value in obs)
+    return np.asarray(obs)[None]

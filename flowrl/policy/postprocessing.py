@@ -1,0 +1,126 @@
+"""Advantage estimation for one trajectory piece, with gymnasium's terminated/truncated semantics.
+
+A piece that ends in `terminateds=True` reached a terminal state: its bootstrap value is 0. A piece
+that ends any other way (gymnasium truncation, or the rollout fragment was cut) bootstraps from the
+value of its final observation, `V(new_obs[-1])`, passed in as `last_value`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from flowrl.policy.sample_batch import SampleBatch
+
+if TYPE_CHECKING:
+    from flowrl.policy.policy import Policy
+
+
+def discount_cumsum(values: np.ndarray, discount: float) -> np.ndarray:
+    """`out[t] = sum_k discount**k * values[t + k]` (float64 accumulation).
+
+    Examples:
+        >>> discount_cumsum(np.array([1.0, 1.0, 1.0]), 0.5).tolist()
+        [1.75, 1.5, 1.0]
+    """
+    out = np.zeros(len(values), dtype=np.float64)
+    running = 0.0
+    for t in range(len(values) - 1, -1, -1):
+        running = float(values[t]) + discount * running
+        out[t] = running
+    return out
+
+
+def compute_advantages(
+    batch: SampleBatch,
+    last_value: float,
+    gamma: float = 0.99,
+    lambda_: float = 1.0,
+    use_gae: bool = True,
+    use_critic: bool = True,
+) -> SampleBatch:
+    """Adds `advantages` and `value_targets` (float32) to one contiguous trajectory piece.
+
+    - `use_gae`: GAE(gamma, lambda) over `vf_preds`; `value_targets = advantages + vf_preds`.
+    - not `use_gae`, `use_critic`: discounted returns `R`; `advantages = R - vf_preds`,
+      `value_targets = R`.
+    - neither: `advantages = value_targets = R` (vanilla policy gradient).
+
+    If the batch has a `terminateds` column and its last row is set, the bootstrap value is 0
+    whatever `last_value` says (a terminal state has no future).
+
+    Args:
+        batch: rows of one env in time order with `rewards` (and `vf_preds` if `use_critic`).
+        last_value: V of the observation after the last row (ignored if the last row terminated).
+        gamma: discount factor.
+        lambda_: the GAE lambda.
+        use_gae: use GAE rather than plain discounted returns.
+        use_critic: whether `vf_preds` exist and are used.
+
+    Returns:
+        The same batch object, with the two columns added.
+
+    Raises:
+        ValueError: if GAE is asked for without a critic, a column is missing, or the piece
+            contains an episode end before its last row.
+
+    Examples:
+        >>> b = SampleBatch(rewards=[1.0, 1.0], vf_preds=[0.0, 0.0], terminateds=[False, True])
+        >>> compute_advantages(b, last_value=5.0, gamma=1.0)["advantages"].tolist()
+        [2.0, 1.0]
+    """
+    if use_gae and not use_critic:
+        raise ValueError("use_gae=True needs a critic (vf_preds); set use_critic=True")
+    needed = ["rewards"] + (["vf_preds"] if use_critic else [])
+    missing = [c for c in needed if c not in batch]
+    if missing:
+        raise ValueError(f"compute_advantages needs columns {missing}, got {batch.columns}")
+    _check_single_piece(batch)
+    if "terminateds" in batch and len(batch) and bool(batch["terminateds"][-1]):
+        last_value = 0.0
+    rewards = batch["rewards"].astype(np.float64)
+    if use_gae:
+        values = np.append(batch["vf_preds"].astype(np.float64), float(last_value))
+        deltas = rewards + gamma * values[1:] - values[:-1]
+        advantages = discount_cumsum(deltas, gamma * lambda_)
+        value_targets = advantages + values[:-1]
+    else:
+        returns = discount_cumsum(np.append(rewards, float(last_value)), gamma)[:-1]
+        value_targets = returns
+        advantages = returns - batch["vf_preds"] if use_critic else returns
+    batch["advantages"] = advantages.astype(np.float32)
+    batch["value_targets"] = value_targets.astype(np.float32)
+    return batch
+
+
+def _check_single_piece(batch: SampleBatch) -> None:
+    for column in ("terminateds", "truncateds"):
+        if column in batch and len(batch) > 1 and batch[column][:-1].any():
+            row = int(np.flatnonzero(batch[column][:-1])[0])
+            raise ValueError(
+                f"compute_advantages needs one trajectory piece, but {column}[{row}] is set "
+                f"before the last row ({len(batch) - 1}); split with batch.split_by_episode()"
+            )
+
+
+def compute_gae_for_trajectory(policy: Policy, batch: SampleBatch) -> SampleBatch:
+    """The default `postprocess_fn`: bootstraps from `V(new_obs[-1])` and computes advantages.
+
+    The bootstrap value is 0 when the last row terminated, or when the policy has no critic.
+    """
+    config = policy.config
+    if len(batch) == 0:
+        return batch
+    terminated = "terminateds" in batch and bool(batch["terminateds"][-1])
+    last_value = 0.0
+    if not terminated and config["use_critic"]:
+        last_value = float(policy.compute_values(batch["new_obs"][-1:])[0])
+    return compute_advantages(
+        batch,
+        last_value,
+        gamma=config["gamma"],
+        lambda_=config["gae_lambda"],
+        use_gae=config["use_gae"],
+        use_critic=config["use_critic"],
+    )

@@ -1,0 +1,304 @@
+"""`TFPolicy`: the `Policy` interface on TensorFlow 2 (no Keras models, no Keras optimizers).
+
+The model is a `tf.Module` of `tf.Variable`s, the optimizer is Adam written on variables with the
+same maths as `torch.optim.Adam`, and the hot paths (acting, values, the train step, gradients)
+are `tf.function`s with an `input_signature` whose batch dimension is None, so minibatches of any
+size reuse one graph. Loss coefficients are `tf.Variable`s: changing one never retraces.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import tensorflow as tf
+
+from flowrl.policy.models import action_dist_spec, build_model_spec
+from flowrl.policy.policy import (
+    Policy,
+    Saveable,
+    _check_sgd_args,
+    average_stats,
+    raise_if_not_finite,
+    seed_streams,
+)
+from flowrl.policy.sample_batch import SampleBatch
+from flowrl.policy.spaces import action_offset
+from flowrl.policy.tf_distributions import DISTRIBUTIONS
+from flowrl.policy.tf_models import TFModel
+
+ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-8
+
+
+class TFPolicy(Policy, Saveable):
+    """A `Policy` whose model, distributions, loss and Adam optimizer are TensorFlow.
+
+    Class attributes set by `build_policy_class`: `loss_fn(policy, model, dist_class,
+    train_batch) -> (loss, stats)` (traced once per batch-column signature), optional
+    `stats_fn`, `postprocess_fn` and `default_config`.
+    """
+
+    framework: ClassVar[str] = "tf"
+    loss_fn: ClassVar[Callable[..., Any] | None] = None
+    stats_fn: ClassVar[Callable[..., dict[str, Any]] | None] = None
+
+    def __init__(
+        self, observation_space: gym.Space, action_space: gym.Space, config: Mapping[str, Any]
+    ) -> None:
+        super().__init__(observation_space, action_space, config)
+        rng, sampling_seed, shuffle_seed = seed_streams(self.config["seed"])
+        self.generator = tf.random.Generator.from_seed(sampling_seed)
+        self._shuffle_rng = np.random.default_rng(shuffle_seed)
+        dist_name, num_outputs, log_std_size = action_dist_spec(
+            action_space, self.config["model"]["free_log_std"]
+        )
+        self.dist_name = dist_name
+        self.dist_class = DISTRIBUTIONS[dist_name]
+        if dist_name == "MultiCategorical":
+            nvec = tuple(int(n) for n in np.asarray(action_space.nvec).reshape(-1))
+            self.dist_class = functools.partial(self.dist_class, nvec=nvec)
+        self.spec = build_model_spec(
+            self.preprocessor.shape, num_outputs, log_std_size, self.config["model"],
+            use_value=bool(self.config["use_critic"]),
+        )
+        self.model = TFModel(self.spec, self.spec.initial_weights(rng))
+        self._weight_shapes = self.spec.weight_shapes()
+        self._coefficients = {
+            name: tf.Variable(value, dtype=tf.float32, trainable=False)
+            for name, value in self._coefficients.items()
+        }
+        params = self.model.parameters()
+        self._lr = tf.Variable(float(self.config["lr"]), dtype=tf.float32, trainable=False)
+        self._adam_step = tf.Variable(0.0, dtype=tf.float32, trainable=False)
+        self._adam_m = [tf.Variable(tf.zeros_like(p), trainable=False) for p in params]
+        self._adam_v = [tf.Variable(tf.zeros_like(p), trainable=False) for p in params]
+        self._offset = action_offset(action_space)
+        obs_dtype = tf.uint8 if self.preprocessor.dtype == np.uint8 else tf.float32
+        obs_spec = tf.TensorSpec((None, *self.preprocessor.shape), obs_dtype)
+        self._actions_fn = tf.function(
+            self._actions_body,
+            input_signature=[obs_spec, tf.TensorSpec((), tf.bool)],
+            autograph=False,
+        )
+        self._values_fn = tf.function(
+            lambda obs: self.model(obs)[1], input_signature=[obs_spec], autograph=False
+        )
+        self._apply_fn = tf.function(
+            self._adam_apply,
+            input_signature=[[tf.TensorSpec(p.shape, tf.float32) for p in params]],
+            autograph=False,
+        )
+        self._train_fns: dict[tuple, Any] = {}
+        self._grads_fns: dict[tuple, Any] = {}
+        self._stat_names: list[str] = []
+
+    # ---- acting -------------------------------------------------------------------------------
+
+    def _actions_body(self, obs: tf.Tensor, explore: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        dist_inputs, values = self.model(obs)
+        dist = self.dist_class(dist_inputs)
+        actions = tf.cond(
+            explore, lambda: dist.sample(self.generator), dist.deterministic_sample
+        )
+        return actions, dist.logp(actions), dist_inputs, values
+
+    def compute_actions(
+        self, obs_batch: Any, explore: bool = True
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        rows = self.preprocess(obs_batch)
+        if rows.dtype != np.uint8 and rows.dtype != np.float32:
+            rows = rows.astype(np.float32)
+        actions, logp, dist_inputs, values = self._actions_fn(rows, tf.constant(bool(explore)))
+        extras = {
+            "action_logp": logp.numpy(),
+            "action_dist_inputs": dist_inputs.numpy(),
+            "vf_preds": values.numpy(),
+        }
+        return self._to_env_actions(actions.numpy()), extras
+
+    def _to_env_actions(self, actions: np.ndarray) -> np.ndarray:
+        space = self.action_space
+        if not isinstance(space, gym.spaces.Box):
+            actions = actions + self._offset
+        return actions.reshape((len(actions),) + space.shape).astype(space.dtype, copy=False)
+
+    def compute_values(self, obs_rows: np.ndarray) -> np.ndarray:
+        return self._values_fn(self._model_input(obs_rows)).numpy()
+
+    # ---- learning -----------------------------------------------------------------------------
+
+    def _loss_and_grads(self, batch: dict[str, tf.Tensor]) -> tuple[list, tf.Tensor, tf.Tensor]:
+        loss_fn = type(self).loss_fn
+        if loss_fn is None:
+            raise RuntimeError(
+                f"{type(self).__name__} has no loss; build a trainable class with "
+                "build_policy_class(..., loss_fn=...) or get_policy_class(algo)"
+            )
+        params = self.model.parameters()
+        with tf.GradientTape() as tape:
+            loss, stats = loss_fn(self, self.model, self.dist_class, batch)
+            if type(self).stats_fn is not None:
+                stats = {**stats, **type(self).stats_fn(self, batch)}
+        grads = tape.gradient(loss, params)
+        grads = [tf.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        norm = tf.linalg.global_norm(grads)
+        if self.config["grad_clip"]:
+            scale = tf.minimum(float(self.config["grad_clip"]) / (norm + 1e-6), 1.0)
+            grads = [g * scale for g in grads]
+        stats = dict(stats)
+        stats.setdefault("total_loss", loss)
+        self._stat_names = list(stats)
+        vector = tf.stack([tf.cast(stats[name], tf.float32) for name in self._stat_names] + [norm])
+        return grads, vector, tf.reduce_all(tf.math.is_finite(vector))
+
+    def _train_body(self, batch: dict[str, tf.Tensor], indices: tf.Tensor) -> tf.Tensor:
+        minibatch = {name: tf.gather(value, indices) for name, value in batch.items()}
+        grads, vector, finite = self._loss_and_grads(minibatch)
+
+        def apply() -> tf.Tensor:
+            self._adam_apply(grads)
+            return tf.constant(True)
+
+        applied = tf.cond(finite, apply, lambda: tf.constant(False))
+        with tf.control_dependencies([applied]):
+            return tf.identity(vector)
+
+    def _adam_apply(self, grads: list[tf.Tensor]) -> None:
+        step = self._adam_step.assign_add(1.0)
+        step_size = self._lr / (1.0 - tf.pow(ADAM_BETA1, step))
+        correction2_sqrt = tf.sqrt(1.0 - tf.pow(ADAM_BETA2, step))
+        for param, grad, m, v in zip(self.model.parameters(), grads, self._adam_m, self._adam_v):
+            m.assign(ADAM_BETA1 * m + (1.0 - ADAM_BETA1) * grad)
+            v.assign(ADAM_BETA2 * v + (1.0 - ADAM_BETA2) * tf.square(grad))
+            param.assign_sub(step_size * m / (tf.sqrt(v) / correction2_sqrt + ADAM_EPSILON))
+
+    def _compiled(self, cache: dict, body: Callable, batch: dict[str, tf.Tensor],
+                  with_indices: bool) -> Any:
+        key = tuple((name, value.dtype.name, tuple(value.shape[1:])) for name, value in
+                    batch.items())
+        fn = cache.get(key)
+        if fn is None:
+            signature = [{name: tf.TensorSpec((None, *value.shape[1:]), value.dtype)
+                          for name, value in batch.items()}]
+            if with_indices:
+                signature.append(tf.TensorSpec((None,), tf.int32))
+            fn = cache[key] = tf.function(body, input_signature=signature, autograph=False)
+        return fn
+
+    def _stats(self, vector: np.ndarray) -> dict[str, float]:
+        stats = {name: float(value) for name, value in zip(self._stat_names, vector[:-1])}
+        raise_if_not_finite(stats, float(vector[-1]))
+        stats["grad_gnorm"] = float(vector[-1])
+        stats["cur_lr"] = float(self.config["lr"])
+        return stats
+
+    def learn_on_batch(self, batch: SampleBatch) -> dict[str, float]:
+        tensors = self._batch_to_tensors(batch)
+        train = self._compiled(self._train_fns, self._train_body, tensors, True)
+        return self._stats(train(tensors, tf.range(len(batch), dtype=tf.int32)).numpy())
+
+    def learn_on_minibatches(
+        self,
+        batch: SampleBatch,
+        *,
+        num_sgd_iter: int,
+        sgd_minibatch_size: int,
+        seed: int | None = None,
+    ) -> dict[str, float]:
+        """As `Policy.learn_on_minibatches`; the batch becomes tensors once and each minibatch
+        is gathered inside the compiled train step. Returns the last epoch's mean stats."""
+        _check_sgd_args(num_sgd_iter, sgd_minibatch_size)
+        tensors = self._batch_to_tensors(batch)
+        train = self._compiled(self._train_fns, self._train_body, tensors, True)
+        count = len(batch)
+        size = min(sgd_minibatch_size or count, count)
+        rng = self._shuffle_rng if seed is None else np.random.default_rng(seed)
+        vectors: list[tf.Tensor] = []
+        for _ in range(num_sgd_iter):
+            order = rng.permutation(count).astype(np.int32) if size < count else np.arange(
+                count, dtype=np.int32)
+            vectors = []
+            for start in range(0, count, size):
+                vector = train(tensors, tf.constant(order[start : start + size]))
+                vectors.append(vector)
+                if not np.isfinite(vector.numpy()).all():
+                    self._stats(vector.numpy())
+        return average_stats([self._stats(v.numpy()) for v in vectors])
+
+    def compute_gradients(self, batch: SampleBatch) -> tuple[list[np.ndarray], dict[str, float]]:
+        tensors = self._batch_to_tensors(batch)
+        grads_fn = self._compiled(
+            self._grads_fns, lambda b: self._loss_and_grads(b)[:2], tensors, False
+        )
+        grads, vector = grads_fn(tensors)
+        stats = self._stats(vector.numpy())
+        return [g.numpy() for g in grads], stats
+
+    def apply_gradients(self, gradients: list[np.ndarray]) -> None:
+        names = self.model.names
+        if len(gradients) != len(names):
+            raise ValueError(
+                f"apply_gradients needs one gradient per weight ({len(names)}, in get_weights() "
+                f"order), got {len(gradients)}"
+            )
+        self._check_weights(dict(zip(names, gradients)), self._weight_shapes)
+        self._apply_fn([np.asarray(g, np.float32) for g in gradients])
+
+    def _batch_to_tensors(self, batch: SampleBatch) -> dict[str, tf.Tensor]:
+        return {name: tf.convert_to_tensor(a) for name, a in self._training_arrays(batch).items()}
+
+    # ---- coefficients, weights and state ------------------------------------------------------
+
+    def set_coefficient(self, name: str, value: float) -> None:
+        self._check_coefficient(name)
+        self._coefficients[name].assign(float(value))
+
+    def _coefficient_values(self) -> dict[str, float]:
+        return {name: float(var.numpy()) for name, var in self._coefficients.items()}
+
+    def _set_learning_rate(self, lr: float) -> None:
+        super()._set_learning_rate(lr)
+        self._lr.assign(lr)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return self.model.get_weights()
+
+    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
+        self._check_weights(weights, self._weight_shapes)
+        self.model.set_weights(dict(weights))
+
+    def get_state(self) -> dict[str, Any]:
+        step = int(self._adam_step.numpy())
+        names = self.model.names
+        return {
+            "weights": self.get_weights(),
+            "optimizer": {
+                "step": step,
+                "lr": float(self._lr.numpy()),
+                "exp_avg": {n: m.numpy().copy() for n, m in zip(names, self._adam_m)} if step
+                else {},
+                "exp_avg_sq": {n: v.numpy().copy() for n, v in zip(names, self._adam_v)} if step
+                else {},
+            },
+            "global_timestep": self.global_timestep,
+            "coefficients": self._coefficient_values(),
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        self.set_weights(state["weights"])
+        optimizer = state["optimizer"]
+        self._set_learning_rate(float(optimizer["lr"]))
+        self._adam_step.assign(float(optimizer["step"]))
+        for name, m, v in zip(self.model.names, self._adam_m, self._adam_v):
+            if optimizer["step"]:
+                m.assign(np.asarray(optimizer["exp_avg"][name], np.float32))
+                v.assign(np.asarray(optimizer["exp_avg_sq"][name], np.float32))
+            else:
+                m.assign(tf.zeros_like(m))
+                v.assign(tf.zeros_like(v))
+        self.global_timestep = int(state["global_timestep"])
+        for name, value in state["coefficients"].items():
+            self.set_coefficient(name, value)

@@ -1,0 +1,312 @@
+"""RolloutWorker: steps a vector of environments with batched policy inference.
+
+A rollout worker is the unit of sampling. It owns `num_envs` copies of an environment stepped
+as one gymnasium vector env (SAME_STEP autoreset, so a finished episode's last observation is
+reported in the same step), and one policy. Each `sample()` returns `rollout_fragment_length`
+steps per env as a single postprocessed `SampleBatch`.
+
+It is a `ParallelIteratorWorker`, so the same object is a Ray actor (through
+`flowrl.iter.executor.create_actor`) or a plain in-process shard in local mode; its shard
+stream is an endless sequence of `sample()` results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+
+from flowrl.iter import ParallelIteratorWorker
+from flowrl.policy import SampleBatch, concat_samples
+from flowrl.workers.episodes import EpisodeTracker
+
+BatchMode = Literal["truncate_episodes", "complete_episodes"]
+
+_current_worker: contextvars.ContextVar[RolloutWorker | None] = contextvars.ContextVar(
+    "flowrl_current_worker", default=None
+)
+
+
+def get_current_worker() -> RolloutWorker:
+    """Returns the rollout worker whose shard is running the calling operator.
+
+    Shard-side operators (for example A3C's gradient computation, which runs next to the
+    samples it consumes) use this to reach the worker's policy, on Ray and in local mode alike.
+
+    Raises:
+        RuntimeError: when called outside a rollout worker's shard.
+    """
+    worker = _current_worker.get()
+    if worker is None:
+        raise RuntimeError(
+            "get_current_worker() was called outside a rollout worker's shard. Use it only "
+            "inside operators applied to ParallelRollouts(workers, mode='raw') before a gather."
+        )
+    return worker
+
+
+def _step_seed(seed: int | None, worker_index: int, env_index: int) -> int | None:
+    """Derives one env's seed from the run seed, so every env of every worker differs."""
+    if seed is None:
+        return None
+    return int(seed) * 10_007 + worker_index * 1_009 + env_index
+
+
+class RolloutWorker(ParallelIteratorWorker):
+    """Collects experience from a vector of envs with one policy.
+
+    The sequence a plan drives, whether the worker is a Ray actor or in-process:
+
+    ```python
+    worker = RolloutWorker(env_creator=creator, policy_class=cls, policy_config=cfg, ...)
+    worker.set_weights(learner_weights)        # before each round of sampling
+    batch = worker.sample()                    # rollout_fragment_length x num_envs steps
+    episodes = worker.get_episode_stats()      # finished episodes since the last call
+    ```
+
+    Args:
+        env_creator: `creator(env_config) -> gymnasium.Env`, resolved on the driver.
+        env_config: passed to `env_creator`.
+        policy_class: a `flowrl.policy.Policy` class.
+        policy_config: the plain dict the policy reads.
+        observation_space: the env's observation space (read once on the driver).
+        action_space: the env's action space.
+        num_envs: envs stepped together as one vector env.
+        rollout_fragment_length: steps per env per `sample()`.
+        batch_mode: "truncate_episodes" cuts episodes at fragment boundaries (bootstrapping
+            from the value of the next observation); "complete_episodes" returns only whole
+            episodes, carrying partial ones over to the next call.
+        seed: run seed; each env and the policy derive their own seed from it.
+        worker_index: 0 for the driver's local worker, 1..n for remote ones.
+    """
+
+    def __init__(
+        self,
+        *,
+        env_creator: Callable[[dict], gym.Env],
+        env_config: dict | None,
+        policy_class: type,
+        policy_config: dict,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        num_envs: int = 1,
+        rollout_fragment_length: int = 200,
+        batch_mode: BatchMode = "truncate_episodes",
+        seed: int | None = None,
+        worker_index: int = 0,
+    ) -> None:
+        self.env_creator = env_creator
+        self.env_config = dict(env_config or {})
+        self.num_envs = num_envs
+        self.rollout_fragment_length = rollout_fragment_length
+        self.batch_mode = batch_mode
+        self.seed = seed
+        self.worker_index = worker_index
+        config = dict(policy_config)
+        if seed is not None:
+            config["seed"] = int(seed) + worker_index
+        self.policy = policy_class(observation_space, action_space, config)
+        self.episodes = EpisodeTracker(num_envs=num_envs, worker_index=worker_index)
+        self._env: gym.vector.VectorEnv | None = None
+        self._raw_obs: Any = None
+        self._partial: list[list[SampleBatch]] = [[] for _ in range(num_envs)]
+        super().__init__(self._sample_forever, repeat=False)
+
+    # --- shard protocol -------------------------------------------------------------------
+
+    def _sample_forever(self) -> Iterator[SampleBatch]:
+        while True:
+            yield self.sample()
+
+    def par_iter_next(self, *args: Any, **kwargs: Any) -> Any:
+        with self._as_current():
+            return super().par_iter_next(*args, **kwargs)
+
+    def par_iter_next_batch(self, *args: Any, **kwargs: Any) -> Any:
+        with self._as_current():
+            return super().par_iter_next_batch(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _as_current(self) -> Iterator[None]:
+        token = _current_worker.set(self)
+        try:
+            yield
+        finally:
+            _current_worker.reset(token)
+
+    # --- environments ---------------------------------------------------------------------
+
+    def _make_env_fns(self) -> list[Callable[[], gym.Env]]:
+        creator, env_config = self.env_creator, self.env_config
+        return [lambda: creator(env_config) for _ in range(self.num_envs)]
+
+    def _vector_env(self) -> gym.vector.VectorEnv:
+        """Creates the vector env on first use, so building a worker opens no environment."""
+        if self._env is None:
+            self._env = gym.vector.SyncVectorEnv(
+                self._make_env_fns(), autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+            )
+            seeds = [_step_seed(self.seed, self.worker_index, i) for i in range(self.num_envs)]
+            self._raw_obs, _ = self._env.reset(seed=None if self.seed is None else seeds)
+            self._env.action_space.seed(_step_seed(self.seed, self.worker_index, 99))
+        return self._env
+
+    # --- sampling ---------------------------------------------------------------------------
+
+    def sample(self) -> SampleBatch:
+        """Returns `rollout_fragment_length * num_envs` postprocessed steps (at least that many,
+        all in complete episodes, under batch_mode="complete_episodes")."""
+        if self.batch_mode == "truncate_episodes":
+            return concat_samples(self._collect_fragment(flush_partial=True))
+        target = self.rollout_fragment_length * self.num_envs
+        pieces: list[SampleBatch] = []
+        while sum(len(p) for p in pieces) < target:
+            pieces.extend(self._collect_fragment(flush_partial=False))
+        return concat_samples(pieces)
+
+    def _collect_fragment(self, *, flush_partial: bool) -> list[SampleBatch]:
+        """Steps all envs `rollout_fragment_length` times; returns postprocessed trajectories."""
+        env = self._vector_env()
+        steps = [self._step_once(env) for _ in range(self.rollout_fragment_length)]
+        columns = {key: np.stack([s[key] for s in steps]) for key in steps[0]}
+        pieces = []
+        for env_index in range(self.num_envs):
+            per_env = {key: value[:, env_index] for key, value in columns.items()}
+            pieces.extend(self._split_and_postprocess(env_index, per_env, flush_partial))
+        return pieces
+
+    def _step_once(self, env: gym.vector.VectorEnv) -> dict[str, np.ndarray]:
+        policy = self.policy
+        obs_rows = policy.preprocess(self._raw_obs)
+        actions, extras = policy.compute_actions(self._raw_obs, explore=True)
+        env_actions = actions
+        if isinstance(policy.action_space, gym.spaces.Box):
+            env_actions = np.clip(actions, policy.action_space.low, policy.action_space.high)
+        next_raw, rewards, terminateds, truncateds, infos = env.step(env_actions)
+        new_obs_rows = np.array(policy.preprocess(next_raw), copy=True)
+        dones = np.logical_or(terminateds, truncateds)
+        if dones.any():
+            final_obs = infos["final_obs"]
+            for i in np.flatnonzero(dones):
+                new_obs_rows[i] = policy.preprocess(_single_row_batch(final_obs[i]))[0]
+        eps_id, t = self.episodes.step(rewards, dones)
+        self._raw_obs = next_raw
+        row = {
+            "obs": obs_rows,
+            "actions": actions,
+            "rewards": np.asarray(rewards, dtype=np.float32),
+            "terminateds": np.asarray(terminateds, dtype=bool),
+            "truncateds": np.asarray(truncateds, dtype=bool),
+            "new_obs": new_obs_rows,
+            "eps_id": eps_id,
+            "t": t,
+        }
+        row.update(extras)
+        return row
+
+    def _split_and_postprocess(
+        self, env_index: int, columns: dict[str, np.ndarray], flush_partial: bool
+    ) -> list[SampleBatch]:
+        """Cuts one env's fragment at episode ends and postprocesses every finished piece.
+
+        An unfinished trailing piece is postprocessed now (bootstrapping from its next
+        observation) when `flush_partial`, or kept for the next fragment otherwise.
+        """
+        dones = np.logical_or(columns["terminateds"], columns["truncateds"])
+        ends = list(np.flatnonzero(dones) + 1)
+        length = len(dones)
+        out: list[SampleBatch] = []
+        start = 0
+        for end in ends:
+            piece = SampleBatch({k: v[start:end] for k, v in columns.items()})
+            carried = self._partial[env_index]
+            if carried:
+                piece = concat_samples([*carried, piece])
+                self._partial[env_index] = []
+            out.append(self.policy.postprocess_trajectory(piece))
+            start = end
+        if start < length:
+            tail = SampleBatch({k: v[start:length] for k, v in columns.items()})
+            if flush_partial:
+                out.append(self.policy.postprocess_trajectory(tail))
+            else:
+                self._partial[env_index].append(tail)
+        return out
+
+    # --- weights, stats, gradients ---------------------------------------------------------
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """The policy's weights as framework-neutral numpy arrays."""
+        return self.policy.get_weights()
+
+    def set_weights(self, weights: dict[str, np.ndarray], global_vars: dict | None = None) -> None:
+        """Loads the learner's weights (and optionally its global vars, e.g. the timestep)."""
+        self.policy.set_weights(weights)
+        if global_vars:
+            self.policy.on_global_var_update(global_vars)
+
+    def get_episode_stats(self) -> list[tuple[float, int]]:
+        """Returns and clears the (return, length) of episodes finished since the last call."""
+        return self.episodes.pop_completed()
+
+    def sample_and_compute_gradients(self) -> tuple[list[np.ndarray], dict, int]:
+        """Samples one batch and computes the policy's gradients on it (A3C's worker step)."""
+        batch = self.sample()
+        grads, stats = self.policy.compute_gradients(batch)
+        return grads, stats, len(batch)
+
+    def evaluate(self, num_episodes: int, seed: int | None = None) -> list[tuple[float, int]]:
+        """Runs `num_episodes` full episodes without exploration on a fresh env.
+
+        Uses its own vector env so evaluation never disturbs the sampling envs' episodes.
+        """
+        env = gym.vector.SyncVectorEnv(
+            self._make_env_fns()[: min(self.num_envs, num_episodes)],
+            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        )
+        try:
+            raw_obs, _ = env.reset(seed=seed)
+            returns = np.zeros(env.num_envs)
+            lengths = np.zeros(env.num_envs, dtype=np.int64)
+            finished: list[tuple[float, int]] = []
+            while len(finished) < num_episodes:
+                actions, _ = self.policy.compute_actions(raw_obs, explore=False)
+                if isinstance(self.policy.action_space, gym.spaces.Box):
+                    low, high = self.policy.action_space.low, self.policy.action_space.high
+                    actions = np.clip(actions, low, high)
+                raw_obs, rewards, terminateds, truncateds, _ = env.step(actions)
+                returns += rewards
+                lengths += 1
+                for i in np.flatnonzero(np.logical_or(terminateds, truncateds)):
+                    finished.append((float(returns[i]), int(lengths[i])))
+                    returns[i], lengths[i] = 0.0, 0
+            return finished[:num_episodes]
+        finally:
+            env.close()
+
+    def apply(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Calls `fn(self, *args)` where the worker lives (how `foreach_worker` reaches it)."""
+        return fn(self, *args)
+
+    def ping(self) -> str:
+        """Health check used when deciding whether a worker must be replaced."""
+        return "ok"
+
+    def stop(self) -> None:
+        """Closes the worker's environments."""
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+
+def _single_row_batch(observation: Any) -> Any:
+    """Adds a batch dimension of one to a single observation (arrays, or dicts/tuples of them)."""
+    if isinstance(observation, dict):
+        return {key: _single_row_batch(value) for key, value in observation.items()}
+    if isinstance(observation, tuple):
+        return tuple(_single_row_batch(value) for value in observation)
+    return np.asarray(observation)[None]

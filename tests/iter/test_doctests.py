@@ -1,0 +1,27 @@
+"""Runs the ``Examples:`` blocks of the engine's public docstrings (local mode)."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "flowrl.iter",
+    "flowrl.iter.executor",
+    "flowrl.iter.errors",
+    "flowrl.iter.graph",
+    "flowrl.iter.local_iterator",
+    "flowrl.iter.metrics",
+    "flowrl.iter.parallel_iterator",
+    "flowrl.iter.worker",
+    "flowrl.viz.dot",
+]
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_docstring_examples(local_executor, module_name):
+    module = importlib.import_module(module_name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0

@@ -1,0 +1,33 @@
+"""Fixtures for plan tests: tiny configs per algorithm on the corridor env."""
+
+from __future__ import annotations
+
+import pytest
+
+import flowrl
+from flowrl.testing import CorridorEnv
+
+TINY = {
+    "pg": {"train_batch_size": 40},
+    "a2c": {"train_batch_size": 40},
+    "a3c": {"num_workers": 1},
+    "ppo": {"train_batch_size": 40, "sgd_minibatch_size": 20, "num_sgd_iter": 2},
+}
+
+
+def tiny_config(algo: str, **overrides) -> dict:
+    """A config small enough that one iteration takes milliseconds."""
+    base = {"num_workers": 0, "num_envs_per_worker": 2, "rollout_fragment_length": 10,
+            "num_cpus_per_worker": 0, "seed": 7, "model": {"fcnet_hiddens": [16]}}
+    return {**base, **TINY[algo], **overrides}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def corridor_registered():
+    flowrl.register_env("corridor", lambda env_config: CorridorEnv(env_config))
+    yield
+
+
+@pytest.fixture(name="tiny_config")
+def tiny_config_fixture():
+    return tiny_config
