@@ -32,8 +32,10 @@ lint: setup
 	$(BIN)/ruff check flowrl tests benchmarks examples
 
 bench: setup
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[torch,tf,test,bench]'
 	$(BIN)/python benchmarks/iter_overhead.py
 	$(BIN)/python benchmarks/policy_speed.py
+	$(BIN)/python benchmarks/ppo_cartpole.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -380,7 +380,7 @@ def _check_positive(method: str, **values: int) -> None:
 
 def collect_stats(node: Node, context: MetricsContext | None) -> dict[str, dict[str, Any]]:
     """Sums each node's statistics over its builds on the driver and on live shards."""
-    from flowrl.iter.parallel_iterator import shard_stats
+    from flowrl.iter.shards import shard_stats
 
     totals: dict[str, list[float]] = {}
     if context is not None:

@@ -93,7 +93,10 @@ class TorchModel:
         """Loads neutral numpy weights in place (names and shapes already validated)."""
         with torch.no_grad():
             for name in self.names:
-                self.params[name].copy_(torch.from_numpy(_from_neutral(name, weights[name])))
+                # Read-only arrays (e.g. from Ray's object store) are copied first: torch
+                # refuses to alias non-writable memory.
+                value = np.require(_from_neutral(name, weights[name]), requirements="W")
+                self.params[name].copy_(torch.from_numpy(value))
 
     def to_neutral(self, name: str, tensor: torch.Tensor) -> np.ndarray:
         """Converts a tensor shaped like parameter `name` (e.g. its gradient) to neutral layout."""

@@ -15,6 +15,7 @@ MODULES = [
     "flowrl.iter.local_iterator",
     "flowrl.iter.metrics",
     "flowrl.iter.parallel_iterator",
+    "flowrl.iter.shards",
     "flowrl.iter.worker",
     "flowrl.viz.dot",
 ]

@@ -56,6 +56,9 @@ class Slow(ParallelIteratorWorker):
     def __init__(self, tag):
         ParallelIteratorWorker.__init__(self, lambda: (f"{tag}{i}" for i in range(1000)), False)
 
+    def ready(self):
+        return True
+
 
 @pytest.mark.parametrize("gather", ["gather_sync", "gather_async"])
 def test_dead_actor_is_replaced_or_dropped(executor, gather):
@@ -63,6 +66,8 @@ def test_dead_actor_is_replaced_or_dropped(executor, gather):
 
     for replacement_tag in ("r", None):
         workers = [ex.create_actor(Slow, tag, num_cpus=0) for tag in ("a", "b")]
+        # Both actors must be up, or under load gather_async may serve only the first one.
+        ex.get([ex.call(w, "ready") for w in workers])
         calls = []
 
         def on_failure(index, error, tag=replacement_tag, calls=calls):
