@@ -20,7 +20,6 @@ from flowrl.config import from_dict
 from flowrl.env import get_env_creator
 from flowrl.iter.executor import init
 from flowrl.ops import (
-    NUM_ACTOR_RESTARTS_COUNTER,
     STEPS_SAMPLED_COUNTER,
     STEPS_TRAINED_COUNTER,
     TrainResult,
@@ -131,10 +130,11 @@ class Trainer:
             time_total_s=self._time_total,
             env_steps_per_s=steps_this_iter / max(time_this_iter, 1e-9),
             num_healthy_workers=self.workers.num_healthy_workers,
-            num_worker_restarts=int(counters.get(NUM_ACTOR_RESTARTS_COUNTER, 0)),
+            num_worker_restarts=self.workers.num_worker_restarts,
             info={"learner": _to_floats(learner_stats),
                   "counters": {k: int(v) for k, v in counters.items()},
-                  "timers": {k: _timer_summary(t) for k, t in self.metrics.timers.items()}},
+                  "timers": {k: _timer_summary(t) for k, t in self.metrics.timers.items()},
+                  **self.metrics.info},
             ops=self.plan.stats(),
         )
         return result

@@ -13,6 +13,7 @@ from flowrl.testing import CorridorEnv, NaNRewardEnv
 
 BASE = {"num_workers": 0, "num_envs_per_worker": 2, "rollout_fragment_length": 10,
         "train_batch_size": 20, "seed": 3, "num_cpus_per_worker": 0,
+        "batch_mode": "truncate_episodes",
         "model": {"fcnet_hiddens": [16]}}
 
 

@@ -124,28 +124,38 @@ class ComputeGradients:
 
 
 class AverageGradients:
-    """Averages a list of gradients element-wise (a true mean, not a sum).
+    """Averages a list of gradients, each weighted by the number of samples it came from.
 
-    Use after `.batch(n)`: each item is a list of `Gradients` from equally sized microbatches.
+    Use after `.batch(n)`. The weighted mean of per-microbatch mean-loss gradients is the
+    gradient of the mean loss over all their samples, so microbatches of unequal size (a
+    microbatch is at least one sampling round) still give the full-batch update (up to
+    per-microbatch gradient clipping).
 
-    Consumes: list[Gradients]. Yields: Gradients (mean grads, mean stats, summed count).
+    Consumes: list[Gradients]. Yields: Gradients (weighted-mean grads and stats, summed count).
     Metrics: none.
 
     Examples:
-        >>> g = [Gradients([np.array([1.0])], {"loss": 1.0}, 2),
-        ...      Gradients([np.array([3.0])], {"loss": 3.0}, 2)]
+        >>> g = [Gradients([np.array([1.0])], {"loss": 1.0}, 1),
+        ...      Gradients([np.array([3.0])], {"loss": 3.0}, 3)]
         >>> out = AverageGradients()(g)
         >>> out.grads[0].tolist(), out.stats["loss"], out.count
-        ([2.0], 2.0, 4)
+        ([2.5], 2.5, 4)
     """
 
     def __call__(self, items: list[Gradients]) -> Gradients:
         if not items:
             raise ValueError("AverageGradients received an empty list; use it after .batch(n).")
-        grads = [np.mean(parts, axis=0) for parts in zip(*(g.grads for g in items))]
+        total = sum(g.count for g in items)
+        if total <= 0:
+            raise ValueError(f"AverageGradients needs samples to weight by, got counts "
+                             f"{[g.count for g in items]}.")
+        weights = [g.count / total for g in items]
+        grads = [sum(w * part for w, part in zip(weights, parts))
+                 for parts in zip(*(g.grads for g in items))]
         keys = set().union(*(g.stats for g in items))
-        stats = {k: float(np.mean([g.stats[k] for g in items if k in g.stats])) for k in keys}
-        return Gradients(grads=grads, stats=stats, count=sum(g.count for g in items))
+        stats = {k: float(sum(w * g.stats[k] for w, g in zip(weights, items) if k in g.stats))
+                 for k in keys}
+        return Gradients(grads=grads, stats=stats, count=total)
 
     def __repr__(self) -> str:
         return "AverageGradients()"
@@ -168,7 +178,8 @@ class ApplyGradients:
         ApplyGradients(update='source')
     """
 
-    metrics_written = (STEPS_TRAINED_COUNTER, NUM_GRADIENT_UPDATES_COUNTER, APPLY_GRADS_TIMER)
+    metrics_written = (STEPS_TRAINED_COUNTER, NUM_GRADIENT_UPDATES_COUNTER,
+                       NUM_WEIGHT_BROADCASTS_COUNTER, APPLY_GRADS_TIMER)
 
     def __init__(self, workers: WorkerSet, *, update: UpdateMode = "all") -> None:
         if update not in _UPDATE_MODES:
@@ -226,6 +237,8 @@ class BroadcastWeights:
         self.workers = workers
 
     def __call__(self, item: Any) -> Any:
+        if not self.workers.remote_workers():
+            return item  # the learner samples itself: nothing to send
         metrics = LocalIterator.get_metrics()
         start = time.perf_counter()
         self.workers.sync_weights(_global_vars())

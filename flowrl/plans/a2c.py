@@ -6,8 +6,9 @@ Implementation details:
 1. Synchronous sampling from all workers; GAE advantages with a learned value function.
 2. Loss = -mean(logp(a) * advantage) + vf_loss_coeff * value error - entropy_coeff * entropy.
 3. Default: one gradient step per train batch. With `microbatch_size`, gradients are computed
-   on microbatches, averaged over `num_microbatches` of them, and applied once (the same
-   update with less peak memory).
+   on microbatches, averaged over `num_microbatches` of them weighted by their sizes, and
+   applied once: the full-batch update with less peak memory (gradient clipping then applies
+   per microbatch). A microbatch is at least one sampling round of all workers.
 
 Metrics reported: `info/learner/default_policy/{policy_loss, vf_loss, entropy, total_loss}`,
 plus the shared `sampler/env_steps`, `learner/steps_trained`, `learner/weight_broadcasts`,

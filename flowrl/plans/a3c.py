@@ -48,6 +48,8 @@ class A3CConfig(AlgorithmConfig):
     """Weight of the entropy bonus."""
     grad_clip: float | None = 40.0
     """Global-norm gradient clipping; None disables it."""
+    min_time_s_per_iteration: float = 2.0
+    """A3C applies one small gradient per plan step; an iteration gathers 2 s of them."""
 
     def _validate(self) -> None:
         super()._validate()

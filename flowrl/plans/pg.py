@@ -5,8 +5,8 @@ reinforcement learning"; Sutton et al., 2000.
 
 Implementation details:
 1. Synchronous sampling from all workers into train batches of `train_batch_size` steps.
-2. Advantages are discounted returns (no critic, no GAE); truncated episodes bootstrap with 0
-   because there is no value function.
+2. Advantages are discounted returns (no critic, no GAE). Batches hold complete episodes by
+   default, because without a value function a cut episode could only bootstrap with 0.
 3. One gradient step per train batch on -mean(logp(a) * return).
 
 Metrics reported: `info/learner/default_policy/{policy_loss, total_loss, ...}`, plus the shared
@@ -16,6 +16,7 @@ Metrics reported: `info/learner/default_policy/{policy_loss, total_loss, ...}`, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from flowrl.config import AlgorithmConfig
 from flowrl.iter import LocalIterator
@@ -29,6 +30,8 @@ class PGConfig(AlgorithmConfig):
 
     lr: float = 4e-4
     """Adam learning rate; typical 1e-4 to 1e-3."""
+    batch_mode: Literal["truncate_episodes", "complete_episodes"] = "complete_episodes"
+    """Whole episodes: without a critic, a cut episode's return could only bootstrap with 0."""
     use_gae: bool = False
     """PG uses plain discounted returns as advantages."""
     use_critic: bool = False

@@ -90,6 +90,21 @@ def test_average_gradients_is_a_mean_not_a_sum():
     assert out.stats == {"loss": 2.0} and out.count == 10
 
 
+def test_averaged_microbatch_gradients_equal_the_full_batch_gradient(no_remote_workers):
+    """Unequal microbatches, weighted by size, give exactly the whole batch's gradient."""
+    from flowrl.policy import SampleBatch
+
+    policy = no_remote_workers.local_worker().policy
+    batch = no_remote_workers.local_worker().sample()
+    full, _ = policy.compute_gradients(batch)
+    parts = [SampleBatch({k: v[:3] for k, v in batch.items()}),
+             SampleBatch({k: v[3:] for k, v in batch.items()})]
+    micro = [Gradients(*policy.compute_gradients(p), count=len(p)) for p in parts]
+    averaged = AverageGradients()(micro)
+    for a, b in zip(averaged.grads, full):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_unknown_update_mode_lists_valid_values(no_remote_workers):
     with pytest.raises(ValueError, match=r"update='some'.*\['all', 'source', 'none'\]"):
         ApplyGradients(no_remote_workers, update="some")

@@ -11,7 +11,8 @@ from flowrl.plans.a3c import A3CConfig
 
 @pytest.mark.parametrize("framework", ["torch", pytest.param("tf", marks=pytest.mark.tf)])
 def test_a3c_trains_on_both_executors(executor, framework, tiny_config):
-    config = tiny_config("a3c", framework=framework, min_steps_per_iteration=40)
+    config = tiny_config("a3c", framework=framework, min_steps_per_iteration=40,
+                         min_time_s_per_iteration=0)
     trainer = flowrl.Trainer("a3c", env="corridor", config=config)
     try:
         result = trainer.train()

@@ -1,0 +1,434 @@
+"""Renders a plan graph (``it.graph()``) as a self-contained, interactive HTML page.
+
+The layout (a layered DAG, top to bottom) is computed here in Python and embedded as JSON
+next to the graph (``networkx.node_link_data``); the page's one small script only draws it.
+That script and the page's CSS live in exactly one place, ``flowrl/viz/viewer.html``:
+``to_html`` fills that template with a plan, ``write_standalone_viewer`` writes it empty (a
+page that opens plan JSON files written by ``to_json``; the repository's ``viz/index.html``).
+
+No external resources: the page works offline and from ``file://``.
+
+Examples:
+    >>> import flowrl.iter
+    >>> graph = flowrl.iter.from_range(4).for_each(abs).graph()
+    >>> page = to_html(graph, title="abs <demo>")
+    >>> page.startswith("<!DOCTYPE html>"), "abs &lt;demo&gt;" in page
+    (True, True)
+    >>> sorted(from_json(to_json(graph)).nodes) == sorted(graph.nodes)
+    True
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+FORMAT = "flowrl-plan"
+VERSION = 1
+
+_TITLE_MARK = "__FLOWRL_TITLE__"
+_DATA_MARK = "__FLOWRL_PLAN_DATA__"
+_STANDALONE_TITLE = "flowrl plan viewer"
+
+# Box geometry in SVG user units (px at 100%). Labels are set in a monospace font, so their
+# width can be estimated from their length; these must agree with viewer.html's CSS.
+_CHAR_W = 7.3  # 12px monospace
+_SMALL_CHAR_W = 6.4  # 10.5-11px text (meta and stats lines)
+_PAD_X = 12
+_PAD_Y = 8
+_META_H = 14
+_LINE_H = 15
+_STATS_H = 15
+_MIN_W = 120
+_MAX_CHARS = 46
+_MAX_LINES = 4
+_GAP_X = 28  # between boxes of one layer
+_GAP_Y = 54  # between layers
+_VIRTUAL_W = 16  # the slot a long edge takes in a layer it passes through
+_MARGIN = 24
+_STAT_KEYS = ("items_in", "items_out", "time_s", "throughput")
+
+
+# -- public API ---------------------------------------------------------------------------------
+
+
+def to_html(graph: Any, path: str | Path | None = None, title: str = "flowrl plan") -> str:
+    """A self-contained HTML page drawing ``graph``; also written to ``path`` when given.
+
+    Boxes are coloured by operator kind and outlined by where the operator runs (a stack of
+    cards for shard-side operators, one card for the driver); hover or click a box to see all
+    of its attributes. Per-operator statistics appear once the plan has run.
+
+    Examples:
+        >>> import flowrl.iter
+        >>> page = to_html(flowrl.iter.from_range(2).for_each(abs).graph())
+        >>> "http://" in page or "https://" in page
+        False
+    """
+    page = _fill(_template(), title, _embed(plan_data(graph, title=title)))
+    if path is not None:
+        Path(path).write_text(page, encoding="utf-8")
+    return page
+
+
+def to_json(graph: Any, title: str = "flowrl plan") -> str:
+    """The plan as JSON for the standalone viewer: ``node_link_data(graph)`` plus its layout.
+
+    Examples:
+        >>> import flowrl.iter
+        >>> data = json.loads(to_json(flowrl.iter.from_range(2).graph()))
+        >>> data["format"], [n["kind"] for n in data["graph"]["nodes"]]
+        ('flowrl-plan', ['source'])
+    """
+    return json.dumps(plan_data(graph, title=title), indent=1, ensure_ascii=False)
+
+
+def from_json(text: str) -> Any:
+    """The ``networkx.DiGraph`` back from ``to_json`` text (attributes as JSON values)."""
+    import networkx as nx
+
+    data = json.loads(text)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"not a flowrl plan JSON document (expected format {FORMAT!r})")
+    return nx.node_link_graph(data["graph"], directed=True, multigraph=False, edges="edges")
+
+
+def plan_data(graph: Any, title: str = "flowrl plan") -> dict[str, Any]:
+    """The document ``to_json`` and ``to_html`` embed: format, title, graph and layout."""
+    import networkx as nx
+
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "title": str(title),
+        "graph": _jsonable(nx.node_link_data(graph, edges="edges")),
+        "layout": layout(graph),
+    }
+
+
+def write_standalone_viewer(path: str | Path) -> str:
+    """Writes the viewer page with no plan in it (it opens ``to_json`` files); returns it.
+
+    The repository's ``viz/index.html`` is this page.
+    """
+    page = standalone_viewer()
+    Path(path).write_text(page, encoding="utf-8")
+    return page
+
+
+def standalone_viewer() -> str:
+    """The text of the standalone viewer page (see ``write_standalone_viewer``)."""
+    return _fill(_template(), _STANDALONE_TITLE, "")
+
+
+# -- layout -------------------------------------------------------------------------------------
+
+
+def layout(graph: Any) -> dict[str, Any]:
+    """Positions for a top-to-bottom layered drawing of ``graph``.
+
+    Layers come from ``networkx.topological_generations`` (a source is then moved down to
+    sit just above its first consumer); an edge spanning several layers gets a slot in each
+    layer it crosses, so it never runs through a box. Within a layer, nodes are ordered by
+    the barycentre of their neighbours and pulled towards them without overlapping.
+
+    Returns ``{"direction", "width", "height", "nodes": {id: box}, "edges": [...]}`` where a
+    box has its centre ``x``, ``y``, size ``w``, ``h``, the wrapped label ``lines``, a ``meta``
+    line and a ``stats`` line (None before the plan has run), and an edge its ``points``.
+    """
+    import networkx as nx
+
+    if not nx.is_directed_acyclic_graph(graph):
+        raise ValueError("a plan graph must be a directed acyclic graph")
+    order = {node: index for index, node in enumerate(graph.nodes)}
+    rank: dict[Any, int] = {}
+    for index, generation in enumerate(nx.topological_generations(graph)):
+        for node in generation:
+            rank[node] = index
+    for node in graph.nodes:  # sources sit just above their first consumer
+        children = list(graph.successors(node))
+        if graph.in_degree(node) == 0 and children:
+            rank[node] = min(rank[child] for child in children) - 1
+
+    with_stats = _has_stats(graph)
+    boxes: dict[Any, dict[str, Any]] = {}
+    for node, attrs in graph.nodes(data=True):
+        boxes[node] = _box(node, attrs, with_stats)
+
+    # Chains of slots: each edge is a path through the layers it spans.
+    slots: dict[Any, dict[str, Any]] = {
+        node: {"w": box["w"], "h": box["h"], "rank": rank[node], "real": True} for node, box in boxes.items()
+    }
+    up: dict[Any, list[Any]] = {node: [] for node in slots}
+    down: dict[Any, list[Any]] = {node: [] for node in slots}
+    chains: list[tuple[Any, Any, list[Any]]] = []
+    for source, target in sorted(graph.edges, key=lambda e: (order[e[0]], order[e[1]])):
+        chain = [source]
+        for r in range(rank[source] + 1, rank[target]):
+            virtual = ("edge", source, target, r)
+            slots[virtual] = {"w": _VIRTUAL_W, "h": 0, "rank": r, "real": False}
+            up[virtual], down[virtual] = [], []
+            chain.append(virtual)
+        chain.append(target)
+        for a, b in zip(chain, chain[1:]):
+            down[a].append(b)
+            up[b].append(a)
+        chains.append((source, target, chain))
+
+    num_ranks = max((s["rank"] for s in slots.values()), default=-1) + 1
+    layers: list[list[Any]] = [[] for _ in range(num_ranks)]
+    for slot in sorted(slots, key=lambda s: (slots[s]["rank"], _slot_order(s, order))):
+        layers[slots[slot]["rank"]].append(slot)
+
+    _order_layers(layers, up, down)
+    x = _place_x(layers, slots, up, down)
+
+    # y: each layer as tall as its tallest box.
+    heights = [max((slots[s]["h"] for s in layer), default=0) for layer in layers]
+    centre_y, top = [], float(_MARGIN)
+    for height in heights:
+        centre_y.append(top + height / 2)
+        top += height + _GAP_Y
+    for node, box in boxes.items():
+        box["x"], box["y"] = round(x[node], 1), round(centre_y[rank[node]], 1)
+
+    edges = []
+    for source, target, chain in chains:
+        start = (x[source] + _port(graph, source, target, out=True, x=x, boxes=boxes), boxes[source]["y"] + boxes[source]["h"] / 2)
+        end = (x[target] + _port(graph, source, target, out=False, x=x, boxes=boxes), boxes[target]["y"] - boxes[target]["h"] / 2)
+        middle = [(x[v], centre_y[slots[v]["rank"]]) for v in chain[1:-1]]
+        points = [start, *middle, end]
+        edges.append({"source": source, "target": target, "points": [[round(px, 1), round(py, 1)] for px, py in points]})
+
+    width = max((x[s] + slots[s]["w"] / 2 for s in slots), default=0) + _MARGIN
+    height = top - _GAP_Y + _MARGIN if layers else 2 * _MARGIN
+    return {
+        "direction": "TB",
+        "width": round(max(width, 2 * _MARGIN), 1),
+        "height": round(height, 1),
+        "stats": with_stats,
+        "nodes": boxes,
+        "edges": edges,
+    }
+
+
+def _slot_order(slot: Any, order: dict[Any, int]) -> tuple[int, int]:
+    if isinstance(slot, tuple) and len(slot) == 4 and slot[0] == "edge" and slot not in order:
+        return (order[slot[1]], order[slot[2]])
+    return (order[slot], -1)
+
+
+def _order_layers(layers: list[list[Any]], up: dict, down: dict) -> None:
+    """Barycentre ordering, a few sweeps down and up (fewer crossings)."""
+
+    def sweep(index_range: range, neighbours: dict) -> None:
+        for r in index_range:
+            reference = layers[r - 1] if neighbours is up else layers[r + 1]
+            position = {slot: i for i, slot in enumerate(reference)}
+            current = {slot: i for i, slot in enumerate(layers[r])}
+
+            def key(slot: Any) -> float:
+                linked = [position[n] for n in neighbours[slot] if n in position]
+                return sum(linked) / len(linked) if linked else current[slot]
+
+            layers[r].sort(key=lambda slot: (key(slot), current[slot]))
+
+    for _ in range(4):
+        sweep(range(1, len(layers)), up)
+        sweep(range(len(layers) - 2, -1, -1), down)
+    sweep(range(1, len(layers)), up)
+
+
+def _place_x(layers: list[list[Any]], slots: dict, up: dict, down: dict) -> dict[Any, float]:
+    """Centre x of every slot: pulled towards its neighbours, never overlapping."""
+    x: dict[Any, float] = {}
+    for layer in layers:  # start packed
+        left = 0.0
+        for slot in layer:
+            x[slot] = left + slots[slot]["w"] / 2
+            left += slots[slot]["w"] + _GAP_X
+
+    def settle(layer: list[Any], neighbours: dict) -> None:
+        desired = []
+        for slot in layer:
+            linked = [x[n] for n in neighbours[slot]]
+            desired.append(sum(linked) / len(linked) if linked else x[slot])
+        if not layer:
+            return
+        gap = [(slots[a]["w"] + slots[b]["w"]) / 2 + _GAP_X for a, b in zip(layer, layer[1:])]
+        left = list(desired)
+        for i in range(1, len(layer)):
+            left[i] = max(desired[i], left[i - 1] + gap[i - 1])
+        right = list(desired)
+        for i in range(len(layer) - 2, -1, -1):
+            right[i] = min(desired[i], right[i + 1] - gap[i])
+        for i, slot in enumerate(layer):
+            x[slot] = (left[i] + right[i]) / 2
+
+    for _ in range(3):
+        for layer in layers[1:]:
+            settle(layer, up)
+        for layer in reversed(layers[:-1]):
+            settle(layer, down)
+    for layer in layers[1:]:
+        settle(layer, up)
+
+    shift = _MARGIN - min((x[s] - slots[s]["w"] / 2 for s in x), default=0.0)
+    return {slot: value + shift for slot, value in x.items()}
+
+
+def _port(graph: Any, source: Any, target: Any, *, out: bool, x: dict, boxes: dict) -> float:
+    """Offset from a box's centre where an edge leaves (out) or enters it: spread when shared."""
+    node = source if out else target
+    others = list(graph.successors(node)) if out else list(graph.predecessors(node))
+    if len(others) < 2:
+        return 0.0
+    others.sort(key=lambda n: x[n])
+    index = others.index(target if out else source)
+    span = min(boxes[node]["w"] * 0.6, 24.0 * (len(others) - 1))
+    return -span / 2 + span * index / (len(others) - 1)
+
+
+# -- boxes --------------------------------------------------------------------------------------
+
+
+def _has_stats(graph: Any) -> bool:
+    """Whether the plan has run: some operator has counted an item or a second."""
+    return any(
+        isinstance(attrs.get(key), int | float) and attrs.get(key)
+        for _, attrs in graph.nodes(data=True)
+        for key in ("items_in", "items_out", "time_s")
+    )
+
+
+def _box(node: Any, attrs: dict[str, Any], with_stats: bool) -> dict[str, Any]:
+    label = str(attrs.get("label", node))
+    lines = wrap_label(label)
+    meta = str(attrs.get("kind", "operator"))
+    if attrs.get("shards"):
+        meta += f" \u00b7 {attrs['shards']} shard{'s' if attrs['shards'] != 1 else ''}"
+    elif attrs.get("where"):
+        meta += f" \u00b7 {attrs['where']}"
+    stats = _stats_line(attrs) if with_stats else None
+    chars = max([len(line) for line in lines] + [0])
+    width = max(
+        _MIN_W,
+        chars * _CHAR_W + 2 * _PAD_X,
+        len(meta) * _SMALL_CHAR_W + 2 * _PAD_X,
+        len(stats or "") * _SMALL_CHAR_W + 2 * _PAD_X,
+    )
+    height = 2 * _PAD_Y + _META_H + len(lines) * _LINE_H + (_STATS_H if stats else 0)
+    return {"w": round(width, 1), "h": height, "lines": lines, "meta": meta, "stats": stats}
+
+
+def _stats_line(attrs: dict[str, Any]) -> str | None:
+    if not any(key in attrs for key in _STAT_KEYS):
+        return None
+    parts = [f"{_si(attrs.get('items_out', 0))} out"]
+    if attrs.get("time_s"):
+        parts.append(_seconds(float(attrs["time_s"])))
+    if attrs.get("throughput"):
+        parts.append(f"{_si(float(attrs['throughput']))}/s")
+    return " \u00b7 ".join(parts)
+
+
+def _si(value: float) -> str:
+    value = float(value)
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return f"{value:.3g}" if value != int(value) else str(int(value))
+
+
+def _seconds(value: float) -> str:
+    if value >= 1:
+        return f"{value:.3g} s"
+    if value >= 1e-3:
+        return f"{value * 1e3:.3g} ms"
+    return f"{value * 1e6:.3g} \u00b5s"
+
+
+_BREAKS = re.compile(r"(?<=[(,.])|(?<=\s)")
+
+
+def wrap_label(label: str, width: int = _MAX_CHARS, max_lines: int = _MAX_LINES) -> list[str]:
+    """Splits a label into lines of at most ``width`` characters, after ``(``, ``,``, spaces...
+
+    Examples:
+        >>> wrap_label("for_each(TrainOneStep(num_sgd_iter=8, sgd_minibatch_size=128))")
+        ['for_each(TrainOneStep(num_sgd_iter=8, ', 'sgd_minibatch_size=128))']
+        >>> wrap_label("for_each(StandardizeFields(fields=['advantages', 'value_targets']))")
+        ['for_each(StandardizeFields(', "fields=['advantages', 'value_targets']))"]
+    """
+    pieces = [p for p in _BREAKS.split(label) if p]
+    lines: list[str] = []
+    current = ""
+    for piece in pieces:
+        while len(piece) > width:  # no break inside: cut it
+            room = width - len(current)
+            if room <= 0:
+                lines.append(current)
+                current, room = "", width
+            current += piece[:room]
+            piece = piece[room:]
+        if len(current) + len(piece) > width and current:
+            lines.append(current)
+            current = piece.lstrip() if current else piece
+        else:
+            current += piece
+    if current or not lines:
+        lines.append(current)
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = lines[-1][: width - 1] + "\u2026"
+    return lines
+
+
+# -- page ---------------------------------------------------------------------------------------
+
+
+def _template() -> str:
+    return resources.files("flowrl.viz").joinpath("viewer.html").read_text(encoding="utf-8")
+
+
+def _fill(template: str, title: str, data: str) -> str:
+    """The template with its title marks and its one plan-data mark replaced."""
+    if template.count(_DATA_MARK) != 1 or _TITLE_MARK not in template:
+        raise RuntimeError(f"viewer.html must contain {_DATA_MARK} once and {_TITLE_MARK}")
+    values = {_TITLE_MARK: html.escape(str(title)), _DATA_MARK: data}
+    return re.sub(f"{_TITLE_MARK}|{_DATA_MARK}", lambda m: values[m.group(0)], template)
+
+
+def _embed(data: dict[str, Any]) -> str:
+    """JSON safe inside ``<script type="application/json">``: no ``<``, ``>`` or ``&``."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escape)
+    return text
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON values (JavaScript's JSON.parse rejects NaN; unknown objects become repr)."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(item) for item in value]
+    item = getattr(value, "item", None)  # numpy scalars
+    if callable(item):
+        try:
+            return _jsonable(item())
+        except (TypeError, ValueError):
+            pass
+    return repr(value)
+
+
+__all__ = ["from_json", "layout", "plan_data", "standalone_viewer", "to_html", "to_json", "wrap_label", "write_standalone_viewer"]
