@@ -8,10 +8,12 @@ result dict per `train()` call. Plans stay composable because none of this lives
 from __future__ import annotations
 
 import collections
+import importlib
 import os
 import pickle
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -66,8 +68,11 @@ class Trainer:
             self.config = from_dict(self.spec.config_class, config)
         self.env_name = env
         env_creator = get_env_creator(env)
+        # Importing the framework (seconds) overlaps with Ray's start-up (seconds).
+        preload = _preload_framework(self.config.framework)
         if local_mode is not None:
             init(local_mode=local_mode, address=address)
+        preload.join()
         policy_class = get_policy_class(self.spec.name, self.config.framework)
         self.workers = WorkerSet(env_creator=env_creator, policy_class=policy_class,
                                  config=self.config)
@@ -221,6 +226,23 @@ class Trainer:
     def stop(self) -> None:
         """Releases the workers (kills remote actors, closes envs)."""
         self.workers.stop()
+
+
+_FRAMEWORK_MODULES = {"torch": "flowrl.policy.torch_policy", "tf": "flowrl.policy.tf_policy"}
+
+
+def _preload_framework(framework: str) -> threading.Thread:
+    """Starts importing the policy framework in a background thread; join before using it."""
+
+    def preload() -> None:
+        importlib.import_module(_FRAMEWORK_MODULES[framework])
+        if framework == "torch":
+            # The first torch optimizer imports torch._dynamo (over a second); do it now.
+            importlib.import_module("torch._dynamo")
+
+    thread = threading.Thread(target=preload, daemon=True)
+    thread.start()
+    return thread
 
 
 def _to_floats(stats: dict) -> dict:

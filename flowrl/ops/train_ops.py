@@ -9,8 +9,6 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-import numpy as np
-
 from flowrl.iter import LocalIterator, executor
 from flowrl.ops.metrics import (
     APPLY_GRADS_TIMER,

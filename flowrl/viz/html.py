@@ -51,6 +51,7 @@ _GAP_X = 28  # between boxes of one layer
 _GAP_Y = 54  # between layers
 _VIRTUAL_W = 16  # the slot a long edge takes in a layer it passes through
 _MARGIN = 24
+_PORT_GAP = 18  # between arrows entering or leaving one box
 _STAT_KEYS = ("items_in", "items_out", "time_s", "throughput")
 
 
@@ -158,11 +159,14 @@ def layout(graph: Any) -> dict[str, Any]:
     with_stats = _has_stats(graph)
     boxes: dict[Any, dict[str, Any]] = {}
     for node, attrs in graph.nodes(data=True):
-        boxes[node] = _box(node, attrs, with_stats)
+        boxes[node] = box = _box(node, attrs, with_stats)
+        ports = max(graph.in_degree(node), graph.out_degree(node))
+        box["w"] = max(box["w"], _PORT_GAP * ports + 2 * _PAD_X)  # room for every arrow
 
     # Chains of slots: each edge is a path through the layers it spans.
     slots: dict[Any, dict[str, Any]] = {
-        node: {"w": box["w"], "h": box["h"], "rank": rank[node], "real": True} for node, box in boxes.items()
+        node: {"w": box["w"], "h": box["h"], "rank": rank[node], "real": True}
+        for node, box in boxes.items()
     }
     up: dict[Any, list[Any]] = {node: [] for node in slots}
     down: dict[Any, list[Any]] = {node: [] for node in slots}
@@ -199,11 +203,26 @@ def layout(graph: Any) -> dict[str, Any]:
 
     edges = []
     for source, target, chain in chains:
-        start = (x[source] + _port(graph, source, target, out=True, x=x, boxes=boxes), boxes[source]["y"] + boxes[source]["h"] / 2)
-        end = (x[target] + _port(graph, source, target, out=False, x=x, boxes=boxes), boxes[target]["y"] - boxes[target]["h"] / 2)
-        middle = [(x[v], centre_y[slots[v]["rank"]]) for v in chain[1:-1]]
+        start = (
+            x[source] + _port(graph, source, target, out=True, x=x, boxes=boxes),
+            boxes[source]["y"] + boxes[source]["h"] / 2,
+        )
+        end = (
+            x[target] + _port(graph, source, target, out=False, x=x, boxes=boxes),
+            boxes[target]["y"] - boxes[target]["h"] / 2,
+        )
+        middle = []  # through a layer it crosses: straight down its slot, top to bottom
+        for v in chain[1:-1]:
+            r = slots[v]["rank"]
+            middle += [(x[v], centre_y[r] - heights[r] / 2), (x[v], centre_y[r] + heights[r] / 2)]
         points = [start, *middle, end]
-        edges.append({"source": source, "target": target, "points": [[round(px, 1), round(py, 1)] for px, py in points]})
+        edges.append(
+            {
+                "source": source,
+                "target": target,
+                "points": [[round(px, 1), round(py, 1)] for px, py in points],
+            }
+        )
 
     width = max((x[s] + slots[s]["w"] / 2 for s in slots), default=0) + _MARGIN
     height = top - _GAP_Y + _MARGIN if layers else 2 * _MARGIN
@@ -232,11 +251,12 @@ def _order_layers(layers: list[list[Any]], up: dict, down: dict) -> None:
             position = {slot: i for i, slot in enumerate(reference)}
             current = {slot: i for i, slot in enumerate(layers[r])}
 
-            def key(slot: Any) -> float:
+            keys = {}
+            for slot in layers[r]:
                 linked = [position[n] for n in neighbours[slot] if n in position]
-                return sum(linked) / len(linked) if linked else current[slot]
-
-            layers[r].sort(key=lambda slot: (key(slot), current[slot]))
+                barycentre = sum(linked) / len(linked) if linked else current[slot]
+                keys[slot] = (barycentre, current[slot])
+            layers[r].sort(key=keys.__getitem__)
 
     for _ in range(4):
         sweep(range(1, len(layers)), up)
@@ -290,7 +310,7 @@ def _port(graph: Any, source: Any, target: Any, *, out: bool, x: dict, boxes: di
         return 0.0
     others.sort(key=lambda n: x[n])
     index = others.index(target if out else source)
-    span = min(boxes[node]["w"] * 0.6, 24.0 * (len(others) - 1))
+    span = min(boxes[node]["w"] - 2 * _PAD_X, _PORT_GAP * (len(others) - 1))
     return -span / 2 + span * index / (len(others) - 1)
 
 
@@ -407,7 +427,13 @@ def _fill(template: str, title: str, data: str) -> str:
 def _embed(data: dict[str, Any]) -> str:
     """JSON safe inside ``<script type="application/json">``: no ``<``, ``>`` or ``&``."""
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for char, escape in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(char, escape)
     return text
 
@@ -431,4 +457,13 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-__all__ = ["from_json", "layout", "plan_data", "standalone_viewer", "to_html", "to_json", "wrap_label", "write_standalone_viewer"]
+__all__ = [
+    "from_json",
+    "layout",
+    "plan_data",
+    "standalone_viewer",
+    "to_html",
+    "to_json",
+    "wrap_label",
+    "write_standalone_viewer",
+]

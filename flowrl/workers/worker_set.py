@@ -52,8 +52,10 @@ class WorkerSet:
             probe.close()
         self._restarts = [0] * config.num_workers
         self.num_worker_restarts = 0
-        self._local = RolloutWorker(**self._worker_kwargs(0, config.learner_num_threads))
+        # Remote workers first: their processes start (and import the framework) while the
+        # driver builds its own policy.
         self._remote = [self._create_remote(i) for i in range(1, config.num_workers + 1)]
+        self._local = RolloutWorker(**self._worker_kwargs(0, config.learner_num_threads))
         # Every worker starts from the learner's initial weights, not its own random init.
         self.sync_weights()
 
