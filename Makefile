@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[torch,tf,test]'
 	touch $(STAMP)
 
-# Trains PPO on CartPole-v1 until the 100-episode mean return reaches 450, on a local Ray cluster.
+# Trains PPO on CartPole-v1 until the 100-episode mean return reaches 450, on a local Ray cluster,
+# and saves a checkpoint under checkpoints/ (replay it with `flowrl rollout <path>`).
 train: setup
-	$(BIN)/flowrl train --run PPO --env CartPole-v1 --stop '{"episode_reward_mean": 450}'
+	$(BIN)/flowrl train --run PPO --env CartPole-v1 --config-file examples/tuned/ppo-cartpole.yaml \
+		--stop '{"episode_reward_mean": 450}' --checkpoint-dir checkpoints
 
 # The CI test suite: everything except the long learning benchmarks.
 test: setup

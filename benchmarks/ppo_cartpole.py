@@ -21,15 +21,20 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 TARGET = 450.0
 MAX_STEPS = 300_000
+# flowrl runs with its tuned CartPole file, as SB3 runs with rl-zoo's tuned values.
+TUNED = str(Path(__file__).resolve().parent.parent / "examples" / "tuned" / "ppo-cartpole.yaml")
 
 FLOWRL_CODE = """
 import json, sys, time
 start = time.perf_counter()
 import flowrl
-result = flowrl.run("ppo", env="CartPole-v1", config={{"seed": {seed}}}, local_mode={local},
+from flowrl.config import load_config_file
+config = {{**load_config_file({tuned!r}), "seed": {seed}}}
+result = flowrl.run("ppo", env="CartPole-v1", config=config, local_mode={local},
                     stop={{"episode_reward_mean": {target}, "timesteps_total": {max_steps}}},
                     verbose=0)
 print(json.dumps({{"seconds": time.perf_counter() - start + {import_offset},
@@ -94,9 +99,11 @@ def main() -> None:
     offset = _interpreter_start_seconds()
     contenders = {
         "flowrl PPO (Ray, 1 worker)": lambda s: FLOWRL_CODE.format(
-            seed=s, local=False, target=TARGET, max_steps=MAX_STEPS, import_offset=offset),
+            seed=s, local=False, target=TARGET, max_steps=MAX_STEPS, import_offset=offset,
+            tuned=TUNED),
         "flowrl PPO (local mode)": lambda s: FLOWRL_CODE.format(
-            seed=s, local=True, target=TARGET, max_steps=MAX_STEPS, import_offset=offset),
+            seed=s, local=True, target=TARGET, max_steps=MAX_STEPS, import_offset=offset,
+            tuned=TUNED),
     }
     if _has_sb3():
         contenders["Stable-Baselines3 PPO"] = lambda s: SB3_CODE.format(

@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             _build_parser(None).print_help(sys.stderr)
             return EXIT_USAGE
-        handlers = {"train": _train, "list": _list, "plan": _plan}
+        handlers = {"train": _train, "list": _list, "plan": _plan, "rollout": _rollout}
         return handlers[args.command](args)
     except CommandError as error:
         print(f"flowrl {command}: error: {error}", file=sys.stderr)
@@ -122,6 +122,7 @@ def _build_parser(spec: tuple[str, Any] | None) -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     _add_plan_parser(commands)
+    _add_rollout_parser(commands)
     return parser
 
 
@@ -199,6 +200,19 @@ def _add_plan_parser(commands: Any) -> None:
         help="text: the plan's lineage; dot: Graphviz; html: the plan viewer.",
     )
     plan.add_argument("--output", metavar="PATH", help="Write to PATH instead of stdout.")
+
+
+def _add_rollout_parser(commands: Any) -> None:
+    rollout = commands.add_parser(
+        "rollout",
+        help="Run a checkpoint's policy for some episodes and print each return.",
+        description="Rebuild the policy saved in CHECKPOINT (in this process, without Ray) and "
+        "run it without exploration, printing each episode's return.",
+        allow_abbrev=False,
+    )
+    rollout.add_argument("checkpoint", metavar="CHECKPOINT", help="A path Trainer.save returned.")
+    rollout.add_argument("--episodes", type=int, default=10, metavar="N",
+                         help="Episodes to run (default: 10).")
 
 
 def _add_config_source_options(parser: argparse.ArgumentParser) -> None:
@@ -368,6 +382,26 @@ def _plan(args: argparse.Namespace) -> int:
         print(f"Wrote the {algorithm.name} plan ({args.format}) to {args.output}", file=sys.stderr)
     else:
         print(rendered)
+    return EXIT_OK
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    if args.episodes < 1:
+        raise CommandError(f"--episodes must be at least 1, got {args.episodes}.")
+    try:
+        trainer = _trainer_module().Trainer.from_checkpoint(
+            args.checkpoint, local_mode=True, config={"num_workers": 0}
+        )
+    except (FileNotFoundError, ValueError) as error:
+        raise CommandError(str(error)) from None
+    try:
+        episodes = trainer.workers.local_worker().evaluate(args.episodes)
+    finally:
+        trainer.stop()
+    for index, (episode_return, length) in enumerate(episodes, start=1):
+        print(f"episode {index:3d}: return {episode_return:9.2f}  length {length}")
+    mean = sum(r for r, _ in episodes) / len(episodes)
+    print(f"mean return over {len(episodes)} episodes: {mean:.2f}")
     return EXIT_OK
 
 

@@ -179,6 +179,7 @@ class Trainer:
         final = os.path.join(checkpoint_dir, f"checkpoint_{self.iteration:06d}")
         state = {
             "algo": self.spec.name,
+            "env": self.env_name,
             "config": self.config.to_dict(),
             "iteration": self.iteration,
             "time_total_s": self._time_total,
@@ -201,16 +202,25 @@ class Trainer:
             raise
         return final
 
+    @classmethod
+    def from_checkpoint(cls, checkpoint_path: str, *, local_mode: bool | None = True,
+                        config: Mapping[str, Any] | None = None) -> Trainer:
+        """A trainer rebuilt from a checkpoint's algorithm, env and config, then restored.
+
+        Args:
+            checkpoint_path: a path returned by `save`.
+            local_mode: where the rebuilt trainer runs (in-process by default).
+            config: overrides on top of the saved config (e.g. `{"num_workers": 0}`).
+        """
+        state = _read_checkpoint(checkpoint_path)
+        trainer = cls(state["algo"], env=state["env"], config={**state["config"], **(config or {})},
+                      local_mode=local_mode)
+        trainer.restore(checkpoint_path)
+        return trainer
+
     def restore(self, checkpoint_path: str) -> None:
         """Loads a checkpoint written by `save` and sends the weights to every worker."""
-        path = os.path.join(checkpoint_path, _CHECKPOINT_FILE)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"No flowrl checkpoint at {checkpoint_path!r}: expected the file {path!r}, as "
-                "written by Trainer.save()."
-            )
-        with open(path, "rb") as f:
-            state = pickle.load(f)
+        state = _read_checkpoint(checkpoint_path)
         if state["algo"] != self.spec.name:
             raise ValueError(f"Checkpoint is for {state['algo']!r}, this trainer runs "
                              f"{self.spec.name!r}.")
@@ -243,6 +253,17 @@ def _preload_framework(framework: str) -> threading.Thread:
     thread = threading.Thread(target=preload, daemon=True)
     thread.start()
     return thread
+
+
+def _read_checkpoint(checkpoint_path: str) -> dict[str, Any]:
+    path = os.path.join(checkpoint_path, _CHECKPOINT_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"No flowrl checkpoint at {checkpoint_path!r}: expected the file {path!r}, as "
+            "written by Trainer.save()."
+        )
+    with open(path, "rb") as f:
+        return pickle.load(f)
 
 
 def _to_floats(stats: dict) -> dict:

@@ -345,3 +345,21 @@ def test_real_training_run_stops_after_one_iteration(capsys, tmp_path):
          "--num-envs-per-worker", "2", "--stop", json.dumps({"training_iteration": 1})]
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
+
+
+def test_rollout_replays_a_checkpoint_and_prints_each_return(tmp_path, capsys, local_executor):
+    import flowrl
+
+    result = flowrl.run("pg", env="CartPole-v1", local_mode=True, verbose=0,
+                        config={"num_workers": 0, "train_batch_size": 200,
+                                "rollout_fragment_length": 50, "seed": 0},
+                        stop={"training_iteration": 1}, checkpoint_dir=str(tmp_path))
+    code = cli.main(["rollout", result["checkpoint"], "--episodes", "2"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.count("episode ") == 2 and "mean return over 2 episodes" in out
+
+
+def test_rollout_of_a_missing_checkpoint_is_a_usage_error(tmp_path, capsys):
+    code = cli.main(["rollout", str(tmp_path / "nope")])
+    assert_usage_error(capsys, code, "No flowrl checkpoint", "trainer_state.pkl")

@@ -66,6 +66,21 @@ def test_misspelled_key_suggests_the_right_one():
         from_dict(PPOConfig, {"clip_parm": 0.3})
 
 
+def test_ppo_clears_150_on_cartpole_in_process(local_executor):
+    result = flowrl.run("ppo", env="CartPole-v1", config={"num_workers": 0, "seed": 0},
+                        stop={"episode_reward_mean": 150, "timesteps_total": 60_000}, verbose=0,
+                        local_mode=True)
+    assert result["episode_reward_mean"] >= 150, result["episode_reward_mean"]
+
+
+def test_ppo_clears_150_on_cartpole_on_ray(ray_executor):
+    result = flowrl.run("ppo", env="CartPole-v1", config={"seed": 0, "num_cpus_per_worker": 0.5},
+                        stop={"episode_reward_mean": 150, "timesteps_total": 60_000}, verbose=0,
+                        local_mode=False)
+    assert result["episode_reward_mean"] >= 150, result["episode_reward_mean"]
+    assert result["num_healthy_workers"] == 1
+
+
 @pytest.mark.slow
 def test_ppo_solves_cartpole_in_local_mode():
     result = flowrl.run("ppo", env="CartPole-v1", local_mode=True,

@@ -1,0 +1,97 @@
+"""Learning targets: env steps and wall time until each algorithm reaches its threshold.
+
+Targets (100-episode mean return on CartPole-v1, median over seeds):
+    PPO  >= 450 within 100k env steps, with torch and with tf
+    A2C  >= 450 within 500k
+    A3C  >= 450 within 500k
+    PG   >= 150 within 200k
+
+Every run is a fresh process with the algorithm's default config (plus the seed), on a local
+Ray cluster, exactly as `flowrl.run(algo, env="CartPole-v1")` runs for a user.
+
+    python benchmarks/learning.py                       # everything, 3 seeds
+    python benchmarks/learning.py --only ppo-torch --seeds 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Target:
+    algo: str
+    framework: str
+    reward: float
+    max_steps: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.algo}-{self.framework}"
+
+
+TARGETS = [
+    Target("ppo", "torch", 450, 100_000),
+    Target("ppo", "tf", 450, 100_000),
+    Target("a2c", "torch", 450, 500_000),
+    Target("a3c", "torch", 450, 500_000),
+    Target("pg", "torch", 150, 200_000),
+]
+
+RUN_CODE = """
+import json, time
+start = time.perf_counter()
+import flowrl
+result = flowrl.run({algo!r}, env="CartPole-v1", verbose=0,
+                    config={{"framework": {framework!r}, "seed": {seed}}},
+                    stop={{"episode_reward_mean": {reward}, "timesteps_total": {max_steps}}})
+print(json.dumps({{"steps": result["timesteps_total"], "reward": result["episode_reward_mean"],
+                  "train_s": result["time_total_s"], "wall_s": time.perf_counter() - start}}))
+"""
+
+
+def run_once(target: Target, seed: int) -> dict | None:
+    code = RUN_CODE.format(algo=target.algo, framework=target.framework, seed=seed,
+                           reward=target.reward, max_steps=target.max_steps)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=1800)
+    if proc.returncode != 0:
+        print(proc.stderr[-2000:], file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--only", nargs="*", help="target names, e.g. ppo-torch a2c-torch")
+    args = parser.parse_args()
+    targets = [t for t in TARGETS if not args.only or t.name in args.only]
+    print(f"{'target':12s} {'threshold':>16s} {'median steps':>13s} {'median train s':>15s} "
+          f"{'median wall s':>14s}  solved  per seed (steps)")
+    for target in targets:
+        runs = [run_once(target, seed) for seed in range(args.seeds)]
+        done = [r for r in runs if r is not None]
+        solved = sum(r["reward"] >= target.reward for r in done)
+        if not done:
+            print(f"{target.name:12s} failed to run")
+            continue
+        steps = statistics.median(r["steps"] for r in done)
+        train_s = statistics.median(r["train_s"] for r in done)
+        wall_s = statistics.median(r["wall_s"] for r in done)
+        threshold = f">={target.reward:.0f} in {target.max_steps // 1000}k"
+        per_seed = ", ".join(f"{r['steps']:,}" + ("" if r["reward"] >= target.reward else "*")
+                             for r in done)
+        print(f"{target.name:12s} {threshold:>16s} {steps:>13,.0f} {train_s:>15.1f} "
+              f"{wall_s:>14.1f}  {solved}/{len(runs)}   {per_seed}", flush=True)
+    print("(* = budget exhausted before the threshold)")
+
+
+if __name__ == "__main__":
+    main()
