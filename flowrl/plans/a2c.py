@@ -39,26 +39,30 @@ from flowrl.workers import WorkerSet
 class A2CConfig(AlgorithmConfig):
     """A2C's hyperparameters."""
 
-    rollout_fragment_length: int = 20
-    """Steps per env per sample; A2C uses short fragments."""
-    num_envs_per_worker: int = 5
+    rollout_fragment_length: int = 5
+    """Steps per env per sample; A2C learns from many short n-step fragments."""
+    num_envs_per_worker: int = 4
     """Envs stepped together per worker."""
-    train_batch_size: int = 500
-    """Env steps per gradient update."""
-    lr: float = 1e-3
-    """Adam learning rate."""
+    train_batch_size: int = 40
+    """Env steps per gradient update (one round: 2 workers x 4 envs x 5 steps)."""
+    lr: float = 7e-4
+    """Adam learning rate; typical 1e-4 to 1e-3."""
+    gamma: float = 0.98
+    """Discount factor."""
     use_gae: bool = True
     """Use generalized advantage estimation."""
     use_critic: bool = True
     """Learn a value function."""
-    gae_lambda: float = 1.0
+    gae_lambda: float = 0.9
     """GAE lambda; 1.0 gives n-step returns minus values."""
     vf_loss_coeff: float = 0.5
     """Weight of the value loss."""
-    entropy_coeff: float = 0.01
-    """Weight of the entropy bonus."""
-    grad_clip: float | None = 40.0
+    entropy_coeff: float = 0.0
+    """Weight of the entropy bonus; typical 0-0.01."""
+    grad_clip: float | None = 0.5
     """Global-norm gradient clipping; None disables it."""
+    min_time_s_per_iteration: float = 1.0
+    """Updates are small (40 steps); one reported iteration gathers 1 s of them."""
     microbatch_size: int | None = None
     """If set, compute gradients on microbatches of this size and average them per update."""
 

@@ -18,7 +18,8 @@ TINY = {
 def tiny_config(algo: str, **overrides) -> dict:
     """A config small enough that one iteration takes milliseconds."""
     base = {"num_workers": 0, "num_envs_per_worker": 2, "rollout_fragment_length": 10,
-            "num_cpus_per_worker": 0, "seed": 7, "model": {"fcnet_hiddens": [16]}}
+            "num_cpus_per_worker": 0, "seed": 7, "model": {"fcnet_hiddens": [16]},
+            "min_time_s_per_iteration": 0}
     return {**base, **TINY[algo], **overrides}
 
 
