@@ -19,13 +19,13 @@ BASE = {"num_workers": 0, "num_envs_per_worker": 2, "rollout_fragment_length": 1
 
 @pytest.fixture(scope="module", autouse=True)
 def envs_registered():
-    flowrl.register_env("corridor", CorridorEnv)
+    flowrl.register_env("trainer_corridor", CorridorEnv)
     flowrl.register_env("nan_corridor", NaNRewardEnv)
 
 
 @pytest.fixture
 def pg_trainer(local_executor):
-    trainer = flowrl.Trainer("pg", env="corridor", config=BASE)
+    trainer = flowrl.Trainer("pg", env="trainer_corridor", config=BASE)
     yield trainer
     trainer.stop()
 
@@ -43,7 +43,7 @@ def test_result_has_the_documented_keys(pg_trainer):
 
 @pytest.mark.parametrize(("min_steps", "expected"), [(0, 20), (40, 40), (41, 60)])
 def test_iteration_stops_exactly_when_min_steps_are_reached(min_steps, expected, local_executor):
-    trainer = flowrl.Trainer("pg", env="corridor",
+    trainer = flowrl.Trainer("pg", env="trainer_corridor",
                              config={**BASE, "min_steps_per_iteration": min_steps})
     try:
         first, second = trainer.train(), trainer.train()
@@ -61,7 +61,7 @@ def test_save_restore_resumes_with_identical_weights_and_counters(pg_trainer, tm
     weights = pg_trainer.get_policy().get_weights()
     counters = dict(pg_trainer.metrics.counters)
 
-    other = flowrl.Trainer("pg", env="corridor", config=BASE)
+    other = flowrl.Trainer("pg", env="trainer_corridor", config=BASE)
     try:
         other.restore(path)
         for name, value in other.get_policy().get_weights().items():
@@ -100,7 +100,7 @@ def test_evaluate_and_compute_single_action(pg_trainer):
 
 def test_unknown_algorithm_suggests_the_closest(local_executor):
     with pytest.raises(ValueError, match="Did you mean 'PPO'"):
-        flowrl.Trainer("ppp", env="corridor")
+        flowrl.Trainer("ppp", env="trainer_corridor")
 
 
 def test_unknown_env_suggests_the_closest(local_executor):
@@ -110,12 +110,12 @@ def test_unknown_env_suggests_the_closest(local_executor):
 
 def test_misspelled_config_key_names_the_valid_one(local_executor):
     with pytest.raises(ValueError, match="num_workers"):
-        flowrl.Trainer("ppo", env="corridor", config={"num_worker": 2})
+        flowrl.Trainer("ppo", env="trainer_corridor", config={"num_worker": 2})
 
 
 def test_unknown_stop_criterion_is_rejected(local_executor):
     with pytest.raises(ValueError, match="Did you mean 'episode_reward_mean'"):
-        flowrl.run("pg", env="corridor", config=BASE, stop={"episode_reward_man": 1})
+        flowrl.run("pg", env="trainer_corridor", config=BASE, stop={"episode_reward_man": 1})
 
 
 def test_nan_rewards_fail_with_a_clear_error(local_executor):
@@ -129,7 +129,7 @@ def test_nan_rewards_fail_with_a_clear_error(local_executor):
 
 
 def test_run_stops_and_checkpoints(local_executor, tmp_path):
-    result = flowrl.run("pg", env="corridor", config=BASE, stop={"training_iteration": 2},
+    result = flowrl.run("pg", env="trainer_corridor", config=BASE, stop={"training_iteration": 2},
                         checkpoint_dir=str(tmp_path), verbose=0)
     assert result["training_iteration"] == 2
     assert os.path.isdir(result["checkpoint"])
@@ -146,7 +146,7 @@ def my_plan(workers, config):
 def test_a_user_written_plan_learns(local_executor):
     config = {**BASE, "train_batch_size": 256, "rollout_fragment_length": 64,
               "env_config": {"length": 4, "max_steps": 8}}
-    trainer = flowrl.Trainer("ppo", env="corridor", config=config, plan=my_plan)
+    trainer = flowrl.Trainer("ppo", env="trainer_corridor", config=config, plan=my_plan)
     try:
         assert "UpdateKL" not in repr(trainer.plan)
         results = [trainer.train() for _ in range(12)]
@@ -161,7 +161,7 @@ def test_a_killed_worker_is_replaced_and_training_goes_on(ray_executor):
     import ray
 
     config = {**BASE, "num_workers": 2, "num_cpus_per_worker": 0.5}
-    trainer = flowrl.Trainer("ppo", env="corridor",
+    trainer = flowrl.Trainer("ppo", env="trainer_corridor",
                              config={**config, "sgd_minibatch_size": 20, "num_sgd_iter": 1,
                                      "train_batch_size": 40})
     try:

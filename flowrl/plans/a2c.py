@@ -36,15 +36,13 @@ from flowrl.workers import WorkerSet
 
 
 @dataclass(frozen=True, kw_only=True)
-class A2CConfig(AlgorithmConfig):
-    """A2C's hyperparameters."""
+class ActorCriticConfig(AlgorithmConfig):
+    """Advantage actor-critic settings shared by A2C and its asynchronous variant A3C."""
 
     rollout_fragment_length: int = 5
-    """Steps per env per sample; A2C learns from many short n-step fragments."""
+    """Steps per env per sample; actor-critic learns from many short n-step fragments."""
     num_envs_per_worker: int = 4
     """Envs stepped together per worker."""
-    train_batch_size: int = 40
-    """Env steps per gradient update (one round: 2 workers x 4 envs x 5 steps)."""
     lr: float = 7e-4
     """Adam learning rate; typical 1e-4 to 1e-3."""
     gamma: float = 0.98
@@ -62,7 +60,15 @@ class A2CConfig(AlgorithmConfig):
     grad_clip: float | None = 0.5
     """Global-norm gradient clipping; None disables it."""
     min_time_s_per_iteration: float = 1.0
-    """Updates are small (40 steps); one reported iteration gathers 1 s of them."""
+    """Updates are small; one reported iteration gathers 1 s of them."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class A2CConfig(ActorCriticConfig):
+    """A2C's hyperparameters."""
+
+    train_batch_size: int = 40
+    """Env steps per gradient update (one round: 2 workers x 4 envs x 5 steps)."""
     microbatch_size: int | None = None
     """If set, compute gradients on microbatches of this size and average them per update."""
 

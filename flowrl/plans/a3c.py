@@ -18,40 +18,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flowrl.config import AlgorithmConfig
 from flowrl.iter import LocalIterator
 from flowrl.ops import ApplyGradients, AsyncGradients, TrainResult
+from flowrl.plans.a2c import ActorCriticConfig
 from flowrl.workers import WorkerSet
 
 
 @dataclass(frozen=True, kw_only=True)
-class A3CConfig(AlgorithmConfig):
-    """A3C's hyperparameters."""
+class A3CConfig(ActorCriticConfig):
+    """A3C's hyperparameters: A2C's actor-critic settings, applied asynchronously."""
 
     num_workers: int = 2
     """Asynchronous workers; A3C needs at least one."""
-    rollout_fragment_length: int = 5
-    """Steps per env per gradient computation."""
-    num_envs_per_worker: int = 4
-    """Envs stepped together per worker (20 steps per gradient)."""
-    lr: float = 7e-4
-    """Adam learning rate; typical 1e-4 to 1e-3."""
-    gamma: float = 0.98
-    """Discount factor."""
-    use_gae: bool = True
-    """Use generalized advantage estimation."""
-    use_critic: bool = True
-    """Learn a value function."""
-    gae_lambda: float = 0.9
-    """GAE lambda."""
-    vf_loss_coeff: float = 0.5
-    """Weight of the value loss."""
-    entropy_coeff: float = 0.0
-    """Weight of the entropy bonus; typical 0-0.01."""
-    grad_clip: float | None = 0.5
-    """Global-norm gradient clipping; None disables it."""
-    min_time_s_per_iteration: float = 1.0
-    """A3C applies one small gradient per plan step; an iteration gathers 1 s of them."""
 
     def _validate(self) -> None:
         super()._validate()

@@ -19,8 +19,11 @@ biases and a zero log-std.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -181,3 +184,32 @@ def build_model_spec(obs_shape: tuple[int, ...], num_outputs: int, log_std_size:
         conv_filters=tuple(tuple(f) for f in filters) if filters else None,
         conv_activation=model_config["conv_activation"],
     )
+
+
+def plan_policy_model(
+    action_space: gym.Space,
+    obs_shape: tuple[int, ...],
+    config: Mapping[str, Any],
+    distributions: Mapping[str, Any],
+) -> tuple[str, Any, ModelSpec]:
+    """Chooses the action distribution and the model spec a policy needs, for any framework.
+
+    Args:
+        action_space: the env's action space.
+        obs_shape: shape of one preprocessed observation row.
+        config: the policy config (reads `model` and `use_critic`).
+        distributions: the framework's distribution classes by name.
+
+    Returns:
+        (distribution name, distribution class ready for `dist_class(inputs)`, model spec).
+    """
+    dist_name, num_outputs, log_std_size = action_dist_spec(
+        action_space, config["model"]["free_log_std"]
+    )
+    dist_class = distributions[dist_name]
+    if dist_name == "MultiCategorical":
+        nvec = tuple(int(n) for n in np.asarray(action_space.nvec).reshape(-1))
+        dist_class = functools.partial(dist_class, nvec=nvec)
+    spec = build_model_spec(obs_shape, num_outputs, log_std_size, config["model"],
+                            use_value=bool(config["use_critic"]))
+    return dist_name, dist_class, spec

@@ -8,7 +8,6 @@ size reuse one graph. Loss coefficients are `tf.Variable`s: changing one never r
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -16,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
-from flowrl.policy.models import action_dist_spec, build_model_spec
+from flowrl.policy.models import plan_policy_model
 from flowrl.policy.policy import (
     Policy,
     Saveable,
@@ -52,17 +51,8 @@ class TFPolicy(Policy, Saveable):
         rng, sampling_seed, shuffle_seed = seed_streams(self.config["seed"])
         self.generator = tf.random.Generator.from_seed(sampling_seed)
         self._shuffle_rng = np.random.default_rng(shuffle_seed)
-        dist_name, num_outputs, log_std_size = action_dist_spec(
-            action_space, self.config["model"]["free_log_std"]
-        )
-        self.dist_name = dist_name
-        self.dist_class = DISTRIBUTIONS[dist_name]
-        if dist_name == "MultiCategorical":
-            nvec = tuple(int(n) for n in np.asarray(action_space.nvec).reshape(-1))
-            self.dist_class = functools.partial(self.dist_class, nvec=nvec)
-        self.spec = build_model_spec(
-            self.preprocessor.shape, num_outputs, log_std_size, self.config["model"],
-            use_value=bool(self.config["use_critic"]),
+        self.dist_name, self.dist_class, self.spec = plan_policy_model(
+            action_space, self.preprocessor.shape, self.config, DISTRIBUTIONS
         )
         self.model = TFModel(self.spec, self.spec.initial_weights(rng))
         self._weight_shapes = self.spec.weight_shapes()
