@@ -651,6 +651,29 @@ def field_docs(config_class: type) -> dict[str, str]:
     return {field.name: docs.get(field.name, "") for field in dataclasses.fields(config_class)}
 
 
+def config_table_markdown(config_class: type, base: type | None = None) -> str:
+    """A Markdown table of the fields `config_class` adds to `base` or whose default it changes.
+
+    The documentation pages embed these tables and a test keeps them equal, so the docs
+    cannot drift from the code (defaults and descriptions come from the dataclass itself).
+
+    Args:
+        config_class: an algorithm's config class.
+        base: the class to compare against (default: `AlgorithmConfig`).
+    """
+    base = AlgorithmConfig if base is None else base
+    base_names = {field.name for field in dataclasses.fields(base)}
+    docs = field_docs(config_class)
+    rows = ["| Field | Default | Description |", "| --- | --- | --- |"]
+    for field in dataclasses.fields(config_class):
+        default = _field_default(config_class, field.name)
+        if field.name in base_names and _field_default(base, field.name) == default:
+            continue
+        description = docs[field.name].replace("|", "\\|")
+        rows.append(f"| `{field.name}` | `{default!r}` | {description} |")
+    return "\n".join(rows)
+
+
 @functools.cache
 def _class_attribute_docs(klass: type) -> dict[str, str]:
     if klass is object or not dataclasses.is_dataclass(klass):
