@@ -48,6 +48,11 @@ def init(
 
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, **ray_init_kwargs}
+        # Ray runs workers at niceness 15 so its own daemons stay responsive; rollout workers
+        # are the hot path of RL, so on a small machine they must not yield to those daemons.
+        system_config = {"worker_niceness": 0, **kwargs.pop("_system_config", {})}
+        if address is None:
+            kwargs["_system_config"] = system_config
         if address is not None:
             kwargs["address"] = address
         if num_cpus is not None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -149,6 +151,29 @@ class MetricsContext:
         stat = OpStat()
         self.op_stats.setdefault(node_id, []).append(stat)
         return stat
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[MetricsContext]:
+        """Makes this the context `LocalIterator.get_metrics()` returns, outside any plan.
+
+        This is the imperative escape hatch: operators called as plain functions in your own
+        loop read and write this context, exactly as they would inside a plan. Plans run inside
+        the block keep their own context and restore this one afterwards.
+
+        Examples:
+            >>> from flowrl.iter import LocalIterator
+            >>> metrics = MetricsContext()
+            >>> with metrics.activate():
+            ...     LocalIterator.get_metrics().counters["steps"] += 5
+            >>> metrics.counters["steps"]
+            5
+        """
+        previous = current.state
+        current.state = (self, get_ident())
+        try:
+            yield self
+        finally:
+            current.state = previous
 
     def save(self) -> dict[str, Any]:
         """Counters, timers and info as plain data (picklable)."""

@@ -5,6 +5,7 @@ Sources and combinators keep the names users of earlier dataflow RL APIs know
 `repr` is their label in the plan graph.
 """
 
+from flowrl.ops.imperative import training_step_plan
 from flowrl.ops.metrics import (
     APPLY_GRADS_TIMER,
     BROADCAST_TIMER,
@@ -63,4 +64,5 @@ __all__ = [
     "StandardizeFields",
     "TrainOneStep",
     "TrainResult",
+    "training_step_plan",
 ]
