@@ -28,8 +28,10 @@ from flowrl.policy.models import ModelSpec
 from flowrl.policy.policy import Policy, Saveable
 from flowrl.policy.postprocessing import (
     compute_advantages,
+    compute_gae_for_fragment,
     compute_gae_for_trajectory,
     discount_cumsum,
+    trajectory_bounds,
 )
 from flowrl.policy.sample_batch import MultiAgentBatch, SampleBatch, concat_samples
 from flowrl.policy.spaces import Preprocessor, get_preprocessor
@@ -88,9 +90,11 @@ __all__ = [
     "Saveable",
     "build_policy_class",
     "compute_advantages",
+    "compute_gae_for_fragment",
     "compute_gae_for_trajectory",
     "concat_samples",
     "discount_cumsum",
+    "trajectory_bounds",
     "get_distribution_class",
     "get_policy_class",
     "get_preprocessor",

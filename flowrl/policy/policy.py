@@ -15,8 +15,12 @@ import gymnasium as gym
 import numpy as np
 
 from flowrl.policy.config import DEFAULT_POLICY_CONFIG, PiecewiseSchedule, merge_config
-from flowrl.policy.postprocessing import compute_gae_for_trajectory
-from flowrl.policy.sample_batch import SampleBatch
+from flowrl.policy.postprocessing import (
+    compute_gae_for_fragment,
+    compute_gae_for_trajectory,
+    trajectory_bounds,
+)
+from flowrl.policy.sample_batch import SampleBatch, concat_samples
 from flowrl.policy.spaces import action_rows, check_action_space, get_preprocessor
 
 PostprocessFn = Callable[["Policy", SampleBatch], SampleBatch]
@@ -131,6 +135,24 @@ class Policy(ABC):
         """
         postprocess = type(self).postprocess_fn or compute_gae_for_trajectory
         return postprocess(self, batch)
+
+    def postprocess_fragment(self, columns: Mapping[str, np.ndarray]) -> SampleBatch:
+        """Postprocesses a fragment of N envs (arrays shaped (T, N, ...)); rows env by env.
+
+        Every env's rows are cut into trajectory pieces at episode ends and at the fragment's
+        end, and each piece goes through `postprocess_trajectory`. With the default GAE
+        postprocessing all pieces are computed at once (`compute_gae_for_fragment`: one value
+        forward for every bootstrap), with the same result.
+        """
+        if type(self).postprocess_fn in (None, compute_gae_for_trajectory):
+            return compute_gae_for_fragment(self, dict(columns))
+        pieces = []
+        for env in range(columns["rewards"].shape[1]):
+            rows = {name: value[:, env] for name, value in columns.items()}
+            for start, end in trajectory_bounds(rows["terminateds"], rows["truncateds"]):
+                piece = SampleBatch({name: value[start:end] for name, value in rows.items()})
+                pieces.append(self.postprocess_trajectory(piece))
+        return concat_samples(pieces)
 
     def learn_on_minibatches(
         self,

@@ -124,3 +124,78 @@ def compute_gae_for_trajectory(policy: Policy, batch: SampleBatch) -> SampleBatc
         use_gae=config["use_gae"],
         use_critic=config["use_critic"],
     )
+
+
+def trajectory_bounds(terminateds: np.ndarray, truncateds: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) row ranges of the trajectory pieces in one env's rows, cut after each end.
+
+    Examples:
+        >>> trajectory_bounds(np.array([False, True, False]), np.array([False, False, False]))
+        [(0, 2), (2, 3)]
+    """
+    ends = np.flatnonzero(np.logical_or(terminateds, truncateds)) + 1
+    starts = np.concatenate([[0], ends])
+    stops = np.concatenate([ends, [len(terminateds)]])
+    return [(int(a), int(b)) for a, b in zip(starts, stops) if b > a]
+
+
+def compute_gae_for_fragment(policy: Policy, columns: dict[str, np.ndarray]) -> SampleBatch:
+    """The default postprocessing for a whole fragment of N envs at once.
+
+    Gives the same `advantages`/`value_targets` as `compute_gae_for_trajectory` applied to every
+    trajectory piece (episodes cut at their ends, and every env cut at the fragment's end), but
+    with one batched value forward for all bootstraps and a vectorized recursion over time.
+
+    Args:
+        policy: reads `gamma`, `gae_lambda`, `use_gae`, `use_critic` and `compute_values`.
+        columns: arrays shaped (T, N, ...): T steps of N envs, with `rewards`, `terminateds`,
+            `truncateds`, `new_obs` (and `vf_preds` with a critic).
+
+    Returns:
+        The rows env by env (env-major), each env's rows in time order.
+    """
+    config = policy.config
+    gamma, lambda_ = float(config["gamma"]), float(config["gae_lambda"])
+    rewards = columns["rewards"].astype(np.float64)
+    terminated = columns["terminateds"].astype(bool)
+    piece_end = np.logical_or(terminated, columns["truncateds"])
+    piece_end[-1] = True  # the fragment's end cuts every env
+    # Value of the state after each row: the next row's value inside a piece, 0 after a
+    # termination, V(new_obs) after a truncation or the fragment's cut.
+    next_values = np.zeros_like(rewards)
+    if config["use_critic"]:
+        values = columns["vf_preds"].astype(np.float64)
+        next_values[:-1] = values[1:]
+        bootstrap = np.logical_and(piece_end, ~terminated)
+        if bootstrap.any():
+            next_values[bootstrap] = policy.compute_values(columns["new_obs"][bootstrap])
+        next_values[terminated] = 0.0
+    advantages, value_targets = _fragment_returns(
+        rewards, next_values, values if config["use_critic"] else None, piece_end, gamma,
+        lambda_, use_gae=bool(config["use_gae"]))
+    env_major = {name: np.swapaxes(value, 0, 1).reshape((-1,) + value.shape[2:])
+                 for name, value in columns.items()}
+    env_major["advantages"] = advantages.T.reshape(-1).astype(np.float32)
+    env_major["value_targets"] = value_targets.T.reshape(-1).astype(np.float32)
+    return SampleBatch(env_major)
+
+
+def _fragment_returns(rewards: np.ndarray, next_values: np.ndarray, values: np.ndarray | None,
+                      piece_end: np.ndarray, gamma: float, lambda_: float, *,
+                      use_gae: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The backward recursions of GAE or discounted returns over (T, N) arrays."""
+    if use_gae and values is None:
+        raise ValueError("use_gae=True needs a critic (vf_preds); set use_critic=True")
+    carry = np.zeros(rewards.shape[1])
+    out = np.zeros_like(rewards)
+    continues = ~piece_end
+    for t in range(len(rewards) - 1, -1, -1):
+        if use_gae:
+            delta = rewards[t] + gamma * next_values[t] - values[t]
+            carry = delta + gamma * lambda_ * continues[t] * carry
+        else:
+            carry = rewards[t] + gamma * np.where(continues[t], carry, next_values[t])
+        out[t] = carry
+    if use_gae:
+        return out, out + values
+    return (out - values if values is not None else out), out

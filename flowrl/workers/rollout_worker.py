@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 
 from flowrl.iter import ParallelIteratorWorker
-from flowrl.policy import SampleBatch, concat_samples
+from flowrl.policy import SampleBatch, concat_samples, trajectory_bounds
 from flowrl.workers.episodes import EpisodeTracker
 
 BatchMode = Literal["truncate_episodes", "complete_episodes"]
@@ -173,10 +173,12 @@ class RolloutWorker(ParallelIteratorWorker):
         env = self._vector_env()
         steps = [self._step_once(env) for _ in range(self.rollout_fragment_length)]
         columns = {key: np.stack([s[key] for s in steps]) for key in steps[0]}
+        if flush_partial:
+            return [self.policy.postprocess_fragment(columns)]
         pieces = []
         for env_index in range(self.num_envs):
             per_env = {key: value[:, env_index] for key, value in columns.items()}
-            pieces.extend(self._split_and_postprocess(env_index, per_env, flush_partial))
+            pieces.extend(self._complete_and_postprocess(env_index, per_env))
         return pieces
 
     def _step_once(self, env: gym.vector.VectorEnv) -> dict[str, np.ndarray]:
@@ -208,33 +210,25 @@ class RolloutWorker(ParallelIteratorWorker):
         row.update(extras)
         return row
 
-    def _split_and_postprocess(
-        self, env_index: int, columns: dict[str, np.ndarray], flush_partial: bool
-    ) -> list[SampleBatch]:
-        """Cuts one env's fragment at episode ends and postprocesses every finished piece.
+    def _complete_and_postprocess(self, env_index: int,
+                                  columns: dict[str, np.ndarray]) -> list[SampleBatch]:
+        """Postprocesses one env's finished episodes; keeps its unfinished tail for later.
 
-        An unfinished trailing piece is postprocessed now (bootstrapping from its next
-        observation) when `flush_partial`, or kept for the next fragment otherwise.
+        Used by batch_mode="complete_episodes": a tail carried over from earlier fragments is
+        joined to the episode it belongs to when that episode ends.
         """
-        dones = np.logical_or(columns["terminateds"], columns["truncateds"])
-        ends = list(np.flatnonzero(dones) + 1)
-        length = len(dones)
         out: list[SampleBatch] = []
-        start = 0
-        for end in ends:
+        bounds = trajectory_bounds(columns["terminateds"], columns["truncateds"])
+        for start, end in bounds:
             piece = SampleBatch({k: v[start:end] for k, v in columns.items()})
+            if not (piece["terminateds"][-1] or piece["truncateds"][-1]):
+                self._partial[env_index].append(piece)  # the episode goes on
+                continue
             carried = self._partial[env_index]
             if carried:
                 piece = concat_samples([*carried, piece])
                 self._partial[env_index] = []
             out.append(self.policy.postprocess_trajectory(piece))
-            start = end
-        if start < length:
-            tail = SampleBatch({k: v[start:length] for k, v in columns.items()})
-            if flush_partial:
-                out.append(self.policy.postprocess_trajectory(tail))
-            else:
-                self._partial[env_index].append(tail)
         return out
 
     # --- weights, stats, gradients ---------------------------------------------------------
