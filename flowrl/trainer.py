@@ -187,6 +187,7 @@ class Trainer:
             "last_steps_sampled": self._last_steps_sampled,
             "policy_state": self.get_policy().get_state(),
             "metrics": self.metrics.save(),
+            "op_stats": self.plan.stats_state(),
         }
         staging = tempfile.mkdtemp(prefix=".checkpoint-", dir=checkpoint_dir)
         try:
@@ -226,6 +227,7 @@ class Trainer:
                              f"{self.spec.name!r}.")
         self.get_policy().set_state(state["policy_state"])
         self.metrics.restore(state["metrics"])
+        self.plan.restore_stats(state["op_stats"])
         self.iteration = state["iteration"]
         self._time_total = state["time_total_s"]
         self._episodes.clear()

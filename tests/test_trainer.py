@@ -67,6 +67,7 @@ def test_save_restore_resumes_with_identical_weights_and_counters(pg_trainer, tm
         for name, value in other.get_policy().get_weights().items():
             np.testing.assert_array_equal(value, weights[name])
         assert dict(other.metrics.counters) == counters
+        assert other.plan.stats_state() == pg_trainer.plan.stats_state()
         assert other.iteration == 2
         assert other.train()["training_iteration"] == 3
     finally:

@@ -361,6 +361,46 @@ class LocalIterator(Generic[T]):
         """
         return collect_stats(self._node, self.shared_metrics.get())
 
+    def stats_state(self) -> list[tuple[str, int, int, float]]:
+        """The per-operator statistics as plain data, in plan order, for a checkpoint.
+
+        ``stats()`` is keyed by node ids, which a plan rebuilt in another process does not
+        share; this form is keyed by position and label, so ``restore_stats`` can match it.
+
+        Examples:
+            >>> it = LocalIterator(lambda: range(3), name="src")
+            >>> _ = it.take(2)
+            >>> it.stats_state()
+            [('src', 0, 2, 0.0)]
+        """
+        return [(s["label"], s["items_in"], s["items_out"], round(s["time_s"], 9))
+                for s in self.stats().values()]
+
+    def restore_stats(self, state: list[tuple[str, int, int, float]]) -> None:
+        """Adds checkpointed per-operator statistics to this plan's, so counts carry on.
+
+        Raises:
+            ValueError: if ``state`` was saved from a plan of another shape.
+
+        Examples:
+            >>> it = LocalIterator(lambda: range(3), name="src")
+            >>> it.restore_stats([("src", 0, 5, 0.5)])
+            >>> it.stats_state()
+            [('src', 0, 5, 0.5)]
+        """
+        nodes = list(walk(self._node))
+        labels = [node.label for node in nodes]
+        saved_labels = [entry[0] for entry in state]
+        if labels != saved_labels:
+            raise ValueError(
+                f"These statistics come from another plan: saved operators {saved_labels}, "
+                f"this plan has {labels}. Restore a checkpoint into the plan that wrote it."
+            )
+        context = self.shared_metrics.get()
+        for node, (_, items_in, items_out, seconds) in zip(nodes, state):
+            stat = context.op_stat(node.id)
+            stat.items_in, stat.items_out, stat.time_s = int(items_in), int(items_out), seconds
+
     def graph(self) -> Any:
         """The whole plan as a ``networkx.DiGraph`` (node attributes include ``stats()``).
 
