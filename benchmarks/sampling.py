@@ -52,7 +52,8 @@ def hand_written_loop(seconds: float) -> float:
 def parallel_rollouts(seconds: float, mode: str) -> float:
     """Steps/s of ParallelRollouts over 2 remote workers (Ray actors)."""
     config = from_dict(PPOConfig, {"num_workers": 2, "num_envs_per_worker": NUM_ENVS,
-                                   "rollout_fragment_length": FRAGMENT, "seed": 0})
+                                   "rollout_fragment_length": FRAGMENT, "seed": 0,
+                                   "train_batch_size": 2 * NUM_ENVS * FRAGMENT})
     workers = WorkerSet(env_creator=get_env_creator("CartPole-v1"),
                         policy_class=get_policy_class("ppo"), config=config)
     try:

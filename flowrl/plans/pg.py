@@ -28,8 +28,14 @@ from flowrl.workers import WorkerSet
 class PGConfig(AlgorithmConfig):
     """Vanilla policy gradient's hyperparameters."""
 
-    lr: float = 4e-4
-    """Adam learning rate; typical 1e-4 to 1e-3."""
+    lr: float = 2e-3
+    """Adam learning rate; typical 1e-4 to 3e-3."""
+    train_batch_size: int = 1000
+    """Env steps per gradient step (whole episodes, so a little more)."""
+    num_envs_per_worker: int = 4
+    """Envs stepped together per worker."""
+    rollout_fragment_length: int = 50
+    """Steps per env per sample (extended to whole episodes)."""
     batch_mode: Literal["truncate_episodes", "complete_episodes"] = "complete_episodes"
     """Whole episodes: without a critic, a cut episode's return could only bootstrap with 0."""
     use_gae: bool = False
