@@ -16,12 +16,10 @@ Ray cluster, exactly as `flowrl.run(algo, env="CartPole-v1")` runs for a user.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
 from dataclasses import dataclass
+
+from common import run_json_subprocess
 
 
 @dataclass(frozen=True)
@@ -59,12 +57,7 @@ print(json.dumps({{"steps": result["timesteps_total"], "reward": result["episode
 def run_once(target: Target, seed: int) -> dict | None:
     code = RUN_CODE.format(algo=target.algo, framework=target.framework, seed=seed,
                            reward=target.reward, max_steps=target.max_steps)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=1800)
-    if proc.returncode != 0:
-        print(proc.stderr[-2000:], file=sys.stderr)
-        return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json_subprocess(code, timeout=1800)
 
 
 def main() -> None:

@@ -15,13 +15,13 @@ without it the script reports absolute times only.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from common import run_json_subprocess
 
 TARGET = 450.0
 MAX_STEPS = 300_000
@@ -73,12 +73,7 @@ _IMPORT_OFFSET_CODE = "pass"
 
 
 def _run(code: str) -> dict | None:
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900)
-    if proc.returncode != 0:
-        print(proc.stderr[-2000:], file=sys.stderr)
-        return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json_subprocess(code, timeout=900)
 
 
 def _interpreter_start_seconds() -> float:

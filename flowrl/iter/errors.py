@@ -97,8 +97,8 @@ def _picklable_or_none(exc: BaseException | None) -> BaseException | None:
         return None
     try:
         pickle.loads(pickle.dumps(exc))
-    except Exception:
-        return None
+    except Exception:  # noqa: BLE001 - any failure means "not picklable"; the FlowError
+        return None  # still carries the original's type, message and traceback as text
     return exc
 
 
