@@ -147,6 +147,43 @@ def layout(graph: Any) -> dict[str, Any]:
     if not nx.is_directed_acyclic_graph(graph):
         raise ValueError("a plan graph must be a directed acyclic graph")
     order = {node: index for index, node in enumerate(graph.nodes)}
+    rank = _ranks(graph)
+    with_stats = _has_stats(graph)
+    boxes: dict[Any, dict[str, Any]] = {}
+    for node, attrs in graph.nodes(data=True):
+        boxes[node] = box = _box(node, attrs, with_stats)
+        ports = max(graph.in_degree(node), graph.out_degree(node))
+        box["w"] = max(box["w"], _PORT_GAP * ports + 2 * _PAD_X)  # room for every arrow
+    slots, up, down, chains = _slot_graph(graph, boxes, rank, order)
+
+    num_ranks = max((s["rank"] for s in slots.values()), default=-1) + 1
+    layers: list[list[Any]] = [[] for _ in range(num_ranks)]
+    for slot in sorted(slots, key=lambda s: (slots[s]["rank"], _slot_order(s, order))):
+        layers[slots[slot]["rank"]].append(slot)
+    _order_layers(layers, up, down)
+    x = _place_x(layers, slots, up, down)
+
+    heights, centre_y, bottom = _layer_rows(layers, slots)
+    for node, box in boxes.items():
+        box["x"], box["y"] = round(x[node], 1), round(centre_y[rank[node]], 1)
+    edges = _edge_paths(graph, chains, x, boxes, slots, centre_y, heights)
+
+    width = max((x[s] + slots[s]["w"] / 2 for s in slots), default=0) + _MARGIN
+    height = bottom - _GAP_Y + _MARGIN if layers else 2 * _MARGIN
+    return {
+        "direction": "TB",
+        "width": round(max(width, 2 * _MARGIN), 1),
+        "height": round(height, 1),
+        "stats": with_stats,
+        "nodes": boxes,
+        "edges": edges,
+    }
+
+
+def _ranks(graph: Any) -> dict[Any, int]:
+    """Layer index per node: topological generations, sources moved down to their consumers."""
+    import networkx as nx
+
     rank: dict[Any, int] = {}
     for index, generation in enumerate(nx.topological_generations(graph)):
         for node in generation:
@@ -155,15 +192,15 @@ def layout(graph: Any) -> dict[str, Any]:
         children = list(graph.successors(node))
         if graph.in_degree(node) == 0 and children:
             rank[node] = min(rank[child] for child in children) - 1
+    return rank
 
-    with_stats = _has_stats(graph)
-    boxes: dict[Any, dict[str, Any]] = {}
-    for node, attrs in graph.nodes(data=True):
-        boxes[node] = box = _box(node, attrs, with_stats)
-        ports = max(graph.in_degree(node), graph.out_degree(node))
-        box["w"] = max(box["w"], _PORT_GAP * ports + 2 * _PAD_X)  # room for every arrow
 
-    # Chains of slots: each edge is a path through the layers it spans.
+def _slot_graph(graph: Any, boxes: dict, rank: dict, order: dict) -> tuple:
+    """Slots (boxes plus one virtual slot per layer an edge crosses), their links, and chains.
+
+    Each edge becomes a chain of slots through the layers it spans, so no edge runs through a
+    box. Returns ``(slots, up, down, chains)``.
+    """
     slots: dict[Any, dict[str, Any]] = {
         node: {"w": box["w"], "h": box["h"], "rank": rank[node], "real": True}
         for node, box in boxes.items()
@@ -183,24 +220,22 @@ def layout(graph: Any) -> dict[str, Any]:
             down[a].append(b)
             up[b].append(a)
         chains.append((source, target, chain))
+    return slots, up, down, chains
 
-    num_ranks = max((s["rank"] for s in slots.values()), default=-1) + 1
-    layers: list[list[Any]] = [[] for _ in range(num_ranks)]
-    for slot in sorted(slots, key=lambda s: (slots[s]["rank"], _slot_order(s, order))):
-        layers[slots[slot]["rank"]].append(slot)
 
-    _order_layers(layers, up, down)
-    x = _place_x(layers, slots, up, down)
-
-    # y: each layer as tall as its tallest box.
+def _layer_rows(layers: list[list[Any]], slots: dict) -> tuple[list[float], list[float], float]:
+    """Each layer as tall as its tallest box: (heights, centre y per layer, bottom edge)."""
     heights = [max((slots[s]["h"] for s in layer), default=0) for layer in layers]
     centre_y, top = [], float(_MARGIN)
     for height in heights:
         centre_y.append(top + height / 2)
         top += height + _GAP_Y
-    for node, box in boxes.items():
-        box["x"], box["y"] = round(x[node], 1), round(centre_y[rank[node]], 1)
+    return heights, centre_y, top
 
+
+def _edge_paths(graph: Any, chains: list, x: dict, boxes: dict, slots: dict,
+                centre_y: list[float], heights: list[float]) -> list[dict[str, Any]]:
+    """Polyline points per edge: out of the source's bottom, down its slots, into the target."""
     edges = []
     for source, target, chain in chains:
         start = (
@@ -223,17 +258,7 @@ def layout(graph: Any) -> dict[str, Any]:
                 "points": [[round(px, 1), round(py, 1)] for px, py in points],
             }
         )
-
-    width = max((x[s] + slots[s]["w"] / 2 for s in slots), default=0) + _MARGIN
-    height = top - _GAP_Y + _MARGIN if layers else 2 * _MARGIN
-    return {
-        "direction": "TB",
-        "width": round(max(width, 2 * _MARGIN), 1),
-        "height": round(height, 1),
-        "stats": with_stats,
-        "nodes": boxes,
-        "edges": edges,
-    }
+    return edges
 
 
 def _slot_order(slot: Any, order: dict[Any, int]) -> tuple[int, int]:
