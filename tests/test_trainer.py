@@ -122,11 +122,14 @@ def test_unknown_stop_criterion_is_rejected(local_executor):
 def test_nan_rewards_fail_with_a_clear_error(local_executor):
     trainer = flowrl.Trainer("pg", env="nan_corridor", config=BASE)
     try:
-        with pytest.raises(Exception, match="(?i)nan|finite") as info:
+        with pytest.raises(flowrl.FlowError, match="non-finite rewards") as info:
             trainer.train()
     finally:
         trainer.stop()
-    assert "TrainOneStep" in str(info.value) or "rewards" in str(info.value)
+    # Caught where the rewards enter, naming the source operator and the fix.
+    assert "ParallelRollouts(local)" in str(info.value)
+    assert "rewards must be finite" in str(info.value)
+    assert isinstance(info.value.__cause__, ValueError)
 
 
 def test_run_stops_and_checkpoints(local_executor, tmp_path):

@@ -189,6 +189,8 @@ class RolloutWorker(ParallelIteratorWorker):
         if isinstance(policy.action_space, gym.spaces.Box):
             env_actions = np.clip(actions, policy.action_space.low, policy.action_space.high)
         next_raw, rewards, terminateds, truncateds, infos = env.step(env_actions)
+        if not np.isfinite(rewards).all():
+            self._raise_non_finite_rewards(rewards)
         new_obs_rows = np.array(policy.preprocess(next_raw), copy=True)
         dones = np.logical_or(terminateds, truncateds)
         if dones.any():
@@ -230,6 +232,14 @@ class RolloutWorker(ParallelIteratorWorker):
                 self._partial[env_index] = []
             out.append(self.policy.postprocess_trajectory(piece))
         return out
+
+    def _raise_non_finite_rewards(self, rewards: np.ndarray) -> None:
+        bad = np.flatnonzero(~np.isfinite(rewards))
+        raise ValueError(
+            f"The environment returned non-finite rewards {rewards[bad].tolist()} (env index "
+            f"{bad.tolist()} of rollout worker {self.worker_index}); rewards must be finite "
+            "numbers. Fix the env's step(), or wrap it to clip or replace such rewards."
+        )
 
     # --- weights, stats, gradients ---------------------------------------------------------
 
