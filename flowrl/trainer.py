@@ -69,7 +69,7 @@ class Trainer:
         self.env_name = env
         env_creator = get_env_creator(env)
         # Importing the framework (seconds) overlaps with Ray's start-up (seconds).
-        preload = _preload_framework(self.config.framework)
+        preload = _preload_policy_class(self.spec.name, self.config.framework)
         if local_mode is not None:
             init(local_mode=local_mode, address=address)
         preload.join()
@@ -240,14 +240,12 @@ class Trainer:
         self.workers.stop()
 
 
-_FRAMEWORK_MODULES = {"torch": "flowrl.policy.torch_policy", "tf": "flowrl.policy.tf_policy"}
-
-
-def _preload_framework(framework: str) -> threading.Thread:
-    """Starts importing the policy framework in a background thread; join before using it."""
+def _preload_policy_class(algo: str, framework: str) -> threading.Thread:
+    """Builds the policy class (importing its framework) in a background thread; join it
+    before use. The class is cached, so the later `get_policy_class` call is free."""
 
     def preload() -> None:
-        importlib.import_module(_FRAMEWORK_MODULES[framework])
+        get_policy_class(algo, framework)
         if framework == "torch":
             # The first torch optimizer imports torch._dynamo (over a second); do it now.
             importlib.import_module("torch._dynamo")

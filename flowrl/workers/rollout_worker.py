@@ -185,10 +185,7 @@ class RolloutWorker(ParallelIteratorWorker):
         policy = self.policy
         obs_rows = policy.preprocess(self._raw_obs)
         actions, extras = policy.compute_actions(self._raw_obs, explore=True)
-        env_actions = actions
-        if isinstance(policy.action_space, gym.spaces.Box):
-            env_actions = np.clip(actions, policy.action_space.low, policy.action_space.high)
-        next_raw, rewards, terminateds, truncateds, infos = env.step(env_actions)
+        next_raw, rewards, terminateds, truncateds, infos = env.step(self._env_actions(actions))
         if not np.isfinite(rewards).all():
             self._raise_non_finite_rewards(rewards)
         new_obs_rows = np.array(policy.preprocess(next_raw), copy=True)
@@ -211,6 +208,14 @@ class RolloutWorker(ParallelIteratorWorker):
         }
         row.update(extras)
         return row
+
+    def _env_actions(self, actions: np.ndarray) -> np.ndarray:
+        """What the env is stepped with: Box actions clipped to the space's bounds (the batch
+        keeps the unclipped ones, whose log-probs the policy computed)."""
+        space = self.policy.action_space
+        if isinstance(space, gym.spaces.Box):
+            return np.clip(actions, space.low, space.high)
+        return actions
 
     def _complete_and_postprocess(self, env_index: int,
                                   columns: dict[str, np.ndarray]) -> list[SampleBatch]:
@@ -257,12 +262,6 @@ class RolloutWorker(ParallelIteratorWorker):
         """Returns and clears the (return, length) of episodes finished since the last call."""
         return self.episodes.pop_completed()
 
-    def sample_and_compute_gradients(self) -> tuple[list[np.ndarray], dict, int]:
-        """Samples one batch and computes the policy's gradients on it (A3C's worker step)."""
-        batch = self.sample()
-        grads, stats = self.policy.compute_gradients(batch)
-        return grads, stats, len(batch)
-
     def evaluate(self, num_episodes: int, seed: int | None = None) -> list[tuple[float, int]]:
         """Runs `num_episodes` full episodes without exploration on a fresh env.
 
@@ -279,10 +278,7 @@ class RolloutWorker(ParallelIteratorWorker):
             finished: list[tuple[float, int]] = []
             while len(finished) < num_episodes:
                 actions, _ = self.policy.compute_actions(raw_obs, explore=False)
-                if isinstance(self.policy.action_space, gym.spaces.Box):
-                    low, high = self.policy.action_space.low, self.policy.action_space.high
-                    actions = np.clip(actions, low, high)
-                raw_obs, rewards, terminateds, truncateds, _ = env.step(actions)
+                raw_obs, rewards, terminateds, truncateds, _ = env.step(self._env_actions(actions))
                 returns += rewards
                 lengths += 1
                 for i in np.flatnonzero(np.logical_or(terminateds, truncateds)):

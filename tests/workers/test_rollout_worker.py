@@ -112,3 +112,18 @@ def _worker_kwargs():
                 policy_class=type(worker.policy), policy_config=dict(worker.policy.config),
                 observation_space=probe.observation_space, action_space=probe.action_space,
                 num_envs=2, rollout_fragment_length=7, seed=0, worker_index=1)
+
+
+def test_box_actions_are_clipped_for_the_env_but_kept_for_learning():
+    import gymnasium as gym
+
+    env = gym.make("Pendulum-v1")
+    worker = RolloutWorker(
+        env_creator=lambda cfg: gym.make("Pendulum-v1"), env_config={},
+        policy_class=get_policy_class("ppo", "torch"), policy_config={"seed": 0},
+        observation_space=env.observation_space, action_space=env.action_space,
+        num_envs=2, rollout_fragment_length=4, seed=0, worker_index=1)
+    assert worker._env_actions(np.array([[5.0], [-5.0]], dtype=np.float32)).tolist() == [
+        [2.0], [-2.0]]
+    batch = worker.sample()
+    assert batch["actions"].shape == (8, 1)
