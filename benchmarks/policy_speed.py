@@ -21,11 +21,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
-from flowrl.policy import SampleBatch, get_policy_class  # noqa: E402
+from flowrl.plans.pg import PG_POLICY  # noqa: E402
+from flowrl.policy import SampleBatch  # noqa: E402
 
 OBS_SPACE = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
 ACTION_SPACE = gym.spaces.Discrete(2)
-CONFIG = {"seed": 0, "num_threads": 1}
+CONFIG = {"seed": 0}
 BATCH, SAMPLES, MINIBATCH = 64, 4000, 128
 
 
@@ -129,7 +130,8 @@ def tf_bare(policy, obs, batch):
 
 
 def measure(framework: str, repeats: int) -> dict[str, float]:
-    policy = get_policy_class("pg", framework)(OBS_SPACE, ACTION_SPACE, CONFIG)
+    policy = PG_POLICY.build(OBS_SPACE, ACTION_SPACE, {**CONFIG, "framework": framework},
+                             num_threads=1)
     obs = np.random.default_rng(1).normal(size=(BATCH, 4)).astype(np.float32)
     batch = training_batch(policy)
     bare_forward, bare_learn = (torch_bare if framework == "torch" else tf_bare)(

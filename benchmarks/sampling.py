@@ -25,8 +25,10 @@ import flowrl  # noqa: E402
 from flowrl.config import from_dict  # noqa: E402
 from flowrl.env import get_env_creator  # noqa: E402
 from flowrl.ops import LEARN_TIMER, SAMPLE_TIMER, ParallelRollouts  # noqa: E402
-from flowrl.plans import get_policy_class  # noqa: E402
-from flowrl.plans.ppo import PPOConfig  # noqa: E402
+from flowrl.plans.ppo import (
+    PPO_POLICY,  # noqa: E402
+    PPOConfig,  # noqa: E402
+)
 from flowrl.workers import WorkerSet  # noqa: E402
 
 NUM_ENVS = 8
@@ -43,9 +45,9 @@ class HandWrittenLoop:
         self.envs = gym.vector.SyncVectorEnv(
             [lambda: gym.make("CartPole-v1")] * NUM_ENVS,
             autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-        self.policy = get_policy_class("ppo")(
-            self.envs.single_observation_space, self.envs.single_action_space,
-            {**config.to_dict(), "num_threads": 1})
+        self.policy = PPO_POLICY.build(
+            self.envs.single_observation_space, self.envs.single_action_space, config,
+            num_threads=1)
         self.obs, _ = self.envs.reset(seed=0)
 
     def steps_per_second(self, seconds: float) -> float:
@@ -67,7 +69,7 @@ class Rollouts:
                                        # Two worker sets coexist here; each asks for 1 CPU.
                                        "num_cpus_per_worker": 0.5})
         self.workers = WorkerSet(env_creator=get_env_creator("CartPole-v1"),
-                                 policy_class=get_policy_class("ppo"), config=config)
+                                 policy_spec=PPO_POLICY, config=config)
         kwargs = {"num_async": 2} if mode == "async" else {}
         self.stream = iter(ParallelRollouts(self.workers, mode=mode, **kwargs))
         for _ in range(3):  # warm-up: actors started, first samples taken

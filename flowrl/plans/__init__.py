@@ -1,8 +1,9 @@
 """Built-in algorithms, each an execution plan, registered in one explicit mapping.
 
 `ALGORITHMS` maps a lower-case name to an `AlgorithmSpec`: the algorithm's config class, its
-plan function `(workers, config) -> iterator`, and the policy (loss) it trains. Nothing is
-registered by import side effect of a plan module.
+plan function `(workers, config) -> iterator`, and the `PolicySpec` it trains. Nothing is
+registered by import side effect of a plan module, and nothing is generated at run time: every
+entry pickles with the standard `pickle` module.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flowrl.plans import a2c, a3c, pg, ppo
-from flowrl.policy import get_policy_class as _get_registered_policy_class
-from flowrl.policy import register_policy
+from flowrl.policy import PolicySpec, policy_class
 
 
 @dataclass(frozen=True)
@@ -27,25 +27,22 @@ class AlgorithmSpec:
     """The algorithm's frozen config dataclass."""
     plan: Callable[[Any, Any], Any]
     """`plan(workers, config)` -> the plan's output iterator."""
-    policy_name: str
-    """Name of the registered policy (loss) this algorithm trains."""
+    policy: PolicySpec
+    """The policy this algorithm trains (losses, model, action selection)."""
     description: str
     """One line for `flowrl list`."""
 
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
-    "pg": AlgorithmSpec("PG", pg.PGConfig, pg.pg_plan, "pg",
+    "pg": AlgorithmSpec("PG", pg.PGConfig, pg.pg_plan, pg.PG_POLICY,
                         "Vanilla policy gradient (REINFORCE) with synchronous sampling."),
-    "a2c": AlgorithmSpec("A2C", a2c.A2CConfig, a2c.a2c_plan, "pg",
+    "a2c": AlgorithmSpec("A2C", a2c.A2CConfig, a2c.a2c_plan, pg.PG_POLICY,
                          "Synchronous advantage actor-critic, optionally with microbatches."),
-    "a3c": AlgorithmSpec("A3C", a3c.A3CConfig, a3c.a3c_plan, "pg",
+    "a3c": AlgorithmSpec("A3C", a3c.A3CConfig, a3c.a3c_plan, pg.PG_POLICY,
                          "Asynchronous advantage actor-critic: gradients computed on workers."),
-    "ppo": AlgorithmSpec("PPO", ppo.PPOConfig, ppo.ppo_plan, "ppo",
+    "ppo": AlgorithmSpec("PPO", ppo.PPOConfig, ppo.ppo_plan, ppo.PPO_POLICY,
                          "Proximal policy optimization with clipped surrogate and adaptive KL."),
 }
-
-# Policies (losses) defined by plan modules, registered here explicitly.
-register_policy("ppo", ppo.ppo_loss_torch, ppo.ppo_loss_tf)
 
 
 def list_algorithms() -> list[str]:
@@ -70,10 +67,15 @@ def get_algorithm(name: str) -> AlgorithmSpec:
     )
 
 
-def get_policy_class(algo: str, framework: str = "torch") -> type:
-    """The policy class a built-in algorithm trains, for `framework` "torch" or "tf"."""
-    spec = ALGORITHMS.get(str(algo).lower())
-    return _get_registered_policy_class(spec.policy_name if spec else algo, framework)
+def get_policy_spec(algo: str) -> PolicySpec:
+    """The `PolicySpec` a built-in algorithm trains."""
+    return get_algorithm(algo).policy
 
 
-__all__ = ["ALGORITHMS", "AlgorithmSpec", "get_algorithm", "get_policy_class", "list_algorithms"]
+def get_policy_class(framework: str = "torch") -> type:
+    """`TorchPolicy` or `TFPolicy`: the class every built-in policy is, for `framework`."""
+    return policy_class(framework)
+
+
+__all__ = ["ALGORITHMS", "AlgorithmSpec", "get_algorithm", "get_policy_class", "get_policy_spec",
+           "list_algorithms"]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from flowrl.config import AlgorithmConfig
 from flowrl.iter import LocalIterator
 from flowrl.ops import (
     ApplyGradients,
@@ -32,11 +31,12 @@ from flowrl.ops import (
     TrainOneStep,
     TrainResult,
 )
+from flowrl.plans.pg import PolicyGradientConfig
 from flowrl.workers import WorkerSet
 
 
 @dataclass(frozen=True, kw_only=True)
-class ActorCriticConfig(AlgorithmConfig):
+class ActorCriticConfig(PolicyGradientConfig):
     """Advantage actor-critic settings shared by A2C and its asynchronous variant A3C."""
 
     rollout_fragment_length: int = 5
@@ -47,16 +47,8 @@ class ActorCriticConfig(AlgorithmConfig):
     """Adam learning rate; typical 1e-4 to 1e-3."""
     gamma: float = 0.98
     """Discount factor."""
-    use_gae: bool = True
-    """Use generalized advantage estimation."""
-    use_critic: bool = True
-    """Learn a value function."""
     gae_lambda: float = 0.9
     """GAE lambda; 1.0 gives n-step returns minus values."""
-    vf_loss_coeff: float = 0.5
-    """Weight of the value loss."""
-    entropy_coeff: float = 0.0
-    """Weight of the entropy bonus; typical 0-0.01."""
     grad_clip: float | None = 0.5
     """Global-norm gradient clipping; None disables it."""
     min_time_s_per_iteration: float = 1.0

@@ -21,11 +21,39 @@ from typing import Literal
 from flowrl.config import AlgorithmConfig
 from flowrl.iter import LocalIterator
 from flowrl.ops import BroadcastWeights, ConcatBatches, ParallelRollouts, TrainOneStep, TrainResult
+from flowrl.policy import PolicySpec, pg_loss_tf, pg_loss_torch
 from flowrl.workers import WorkerSet
 
 
 @dataclass(frozen=True, kw_only=True)
-class PGConfig(AlgorithmConfig):
+class PolicyGradientConfig(AlgorithmConfig):
+    """Settings of the policy-gradient loss family (PG, A2C, A3C, PPO): critic, GAE, weights."""
+
+    use_critic: bool = True
+    """Learn a value function (needed for GAE and for actor-critic advantages)."""
+    use_gae: bool = True
+    """Use generalized advantage estimation; otherwise advantages are returns (minus values)."""
+    gae_lambda: float = 1.0
+    """GAE lambda; 1.0 is Monte Carlo, 0.9-0.99 typical."""
+    vf_loss_coeff: float = 0.5
+    """Weight of the value loss; typical 0.25-1."""
+    entropy_coeff: float = 0.0
+    """Weight of the entropy bonus; typical 0-0.01."""
+
+    def _validate(self) -> None:
+        super()._validate()
+        self._check_in_range("gae_lambda", 0.0, 1.0)
+        self._check_at_least("vf_loss_coeff", 0.0)
+        self._check_at_least("entropy_coeff", 0.0)
+        if self.use_gae and not self.use_critic:
+            raise ValueError(
+                f"GAE needs a value function: use_gae={self.use_gae} with "
+                f"use_critic={self.use_critic}; set use_critic=True or use_gae=False."
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PGConfig(PolicyGradientConfig):
     """Vanilla policy gradient's hyperparameters."""
 
     lr: float = 2e-3
@@ -42,8 +70,11 @@ class PGConfig(AlgorithmConfig):
     """PG uses plain discounted returns as advantages."""
     use_critic: bool = False
     """PG learns no value function."""
-    entropy_coeff: float = 0.0
-    """Weight of the entropy bonus."""
+
+
+PG_POLICY = PolicySpec(name="pg", torch_loss=pg_loss_torch, tf_loss=pg_loss_tf,
+                       coefficients=("entropy_coeff",), config_class=PGConfig)
+"""The policy-gradient policy PG, A2C and A3C train: sampled actions, GAE, the PG loss."""
 
 
 def pg_plan(workers: WorkerSet, config: PGConfig) -> LocalIterator[TrainResult]:

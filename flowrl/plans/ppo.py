@@ -26,7 +26,6 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from flowrl.config import AlgorithmConfig
 from flowrl.iter import LocalIterator
 from flowrl.ops import (
     KL_COEFF_INFO,
@@ -37,11 +36,13 @@ from flowrl.ops import (
     TrainOneStep,
     TrainResult,
 )
+from flowrl.plans.pg import PolicyGradientConfig
+from flowrl.policy import PolicySpec
 from flowrl.workers import WorkerSet
 
 
 @dataclass(frozen=True, kw_only=True)
-class PPOConfig(AlgorithmConfig):
+class PPOConfig(PolicyGradientConfig):
     """PPO's hyperparameters (on top of the shared rollout and resource settings)."""
 
     num_workers: int = 1
@@ -58,22 +59,12 @@ class PPOConfig(AlgorithmConfig):
     """Epochs over each train batch; typical 3-30."""
     lr: float = 1e-3
     """Adam learning rate; typical 1e-5 to 3e-3."""
-    gamma: float = 0.99
-    """Discount factor."""
-    use_gae: bool = True
-    """Use generalized advantage estimation; otherwise advantages are returns minus values."""
-    use_critic: bool = True
-    """Learn a value function (needed for GAE)."""
     gae_lambda: float = 0.95
     """GAE lambda; 1.0 is Monte Carlo, 0.9-0.99 typical."""
     clip_param: float = 0.2
     """Surrogate clipping epsilon; typical 0.1-0.3."""
     vf_clip_param: float = 10.0
     """Largest change of the value prediction per update the value loss rewards."""
-    vf_loss_coeff: float = 0.5
-    """Weight of the value loss."""
-    entropy_coeff: float = 0.0
-    """Weight of the entropy bonus; typical 0-0.01."""
     kl_coeff: float = 0.2
     """Initial coefficient of the KL penalty (adapted toward kl_target); 0 disables it."""
     kl_target: float = 0.01
@@ -92,12 +83,6 @@ class PPOConfig(AlgorithmConfig):
             )
         if self.clip_param <= 0:
             raise ValueError(f"clip_param must be positive, got clip_param={self.clip_param}.")
-        if self.use_gae and not self.use_critic:
-            raise ValueError(
-                f"GAE needs a value function: use_gae={self.use_gae} with "
-                f"use_critic={self.use_critic}; set "
-                "use_critic=True or use_gae=False."
-            )
         if self.sgd_minibatch_size and self.train_batch_size % self.sgd_minibatch_size:
             warnings.warn(
                 f"train_batch_size={self.train_batch_size} is not a multiple of "
@@ -107,60 +92,65 @@ class PPOConfig(AlgorithmConfig):
             )
 
 
-def ppo_loss_torch(policy: Any, model: Any, dist_class: Any, batch: dict) -> tuple[Any, dict]:
+def ppo_loss_torch(policy: Any, batch: dict) -> tuple[Any, dict]:
     """PPO's loss in PyTorch: clipped surrogate, KL penalty, clipped value loss, entropy."""
     import torch
 
     config = policy.config
-    dist_inputs, values = model(batch["obs"])
-    dist = dist_class(dist_inputs)
-    old_dist = dist_class(batch["action_dist_inputs"])
+    dist_inputs, values = policy.model(batch["obs"])
+    dist = policy.dist_class(dist_inputs)
+    old_dist = policy.dist_class(batch["action_dist_inputs"])
     ratio = torch.exp(dist.logp(batch["actions"]) - batch["action_logp"])
     advantages = batch["advantages"]
-    clip = config["clip_param"]
+    clip = config.clip_param
     surrogate = torch.minimum(advantages * ratio,
                               advantages * torch.clamp(ratio, 1.0 - clip, 1.0 + clip))
     kl = old_dist.kl(dist).mean()
     entropy = dist.entropy().mean()
     value_targets, old_values = batch["value_targets"], batch["vf_preds"]
     clipped_values = old_values + torch.clamp(values - old_values,
-                                              -config["vf_clip_param"], config["vf_clip_param"])
+                                              -config.vf_clip_param, config.vf_clip_param)
     vf_loss = torch.maximum((values - value_targets) ** 2,
                             (clipped_values - value_targets) ** 2).mean()
     policy_loss = -surrogate.mean()
     kl_coeff = policy.get_coefficient("kl_coeff")
-    total = (policy_loss + kl_coeff * kl + config["vf_loss_coeff"] * vf_loss
-             - config["entropy_coeff"] * entropy)
+    total = (policy_loss + kl_coeff * kl + config.vf_loss_coeff * vf_loss
+             - policy.get_coefficient("entropy_coeff") * entropy)
     return total, {"total_loss": total, "policy_loss": policy_loss, "vf_loss": vf_loss,
                    "kl": kl, "entropy": entropy}
 
 
-def ppo_loss_tf(policy: Any, model: Any, dist_class: Any, batch: dict) -> tuple[Any, dict]:
+def ppo_loss_tf(policy: Any, batch: dict) -> tuple[Any, dict]:
     """PPO's loss in TensorFlow, the same terms as `ppo_loss_torch`."""
     import tensorflow as tf
 
     config = policy.config
-    dist_inputs, values = model(batch["obs"])
-    dist = dist_class(dist_inputs)
-    old_dist = dist_class(batch["action_dist_inputs"])
+    dist_inputs, values = policy.model(batch["obs"])
+    dist = policy.dist_class(dist_inputs)
+    old_dist = policy.dist_class(batch["action_dist_inputs"])
     ratio = tf.exp(dist.logp(batch["actions"]) - batch["action_logp"])
     advantages = batch["advantages"]
-    clip = config["clip_param"]
+    clip = config.clip_param
     surrogate = tf.minimum(advantages * ratio,
                            advantages * tf.clip_by_value(ratio, 1.0 - clip, 1.0 + clip))
     kl = tf.reduce_mean(old_dist.kl(dist))
     entropy = tf.reduce_mean(dist.entropy())
     value_targets, old_values = batch["value_targets"], batch["vf_preds"]
-    vf_clip = config["vf_clip_param"]
+    vf_clip = config.vf_clip_param
     clipped_values = old_values + tf.clip_by_value(values - old_values, -vf_clip, vf_clip)
     vf_loss = tf.reduce_mean(tf.maximum(tf.square(values - value_targets),
                                         tf.square(clipped_values - value_targets)))
     policy_loss = -tf.reduce_mean(surrogate)
     kl_coeff = policy.get_coefficient("kl_coeff")
-    total = (policy_loss + kl_coeff * kl + config["vf_loss_coeff"] * vf_loss
-             - config["entropy_coeff"] * entropy)
+    total = (policy_loss + kl_coeff * kl + config.vf_loss_coeff * vf_loss
+             - policy.get_coefficient("entropy_coeff") * entropy)
     return total, {"total_loss": total, "policy_loss": policy_loss, "vf_loss": vf_loss,
                    "kl": kl, "entropy": entropy}
+
+
+PPO_POLICY = PolicySpec(name="ppo", torch_loss=ppo_loss_torch, tf_loss=ppo_loss_tf,
+                        coefficients=("kl_coeff", "entropy_coeff"), config_class=PPOConfig)
+"""PPO's policy: sampled actions, GAE, the clipped-surrogate loss, an adaptive KL coefficient."""
 
 
 class UpdateKL:

@@ -10,21 +10,20 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from flowrl.policy.builder import (
-    FRAMEWORKS,
-    build_policy_class,
-    get_policy_class,
-    register_policy,
-    registered_algorithms,
+from flowrl.policy.exploration import (
+    ActionSelector,
+    EpsilonGreedy,
+    GaussianNoise,
+    SampleActionDistribution,
+    sample_action_distribution,
 )
-from flowrl.policy.config import (
-    DEFAULT_MODEL_CONFIG,
-    DEFAULT_POLICY_CONFIG,
-    PiecewiseSchedule,
-    merge_config,
+from flowrl.policy.losses import pg_loss_tf, pg_loss_torch
+from flowrl.policy.models import (
+    DeterministicActorCriticSpec,
+    ModelSpec,
+    QModelSpec,
+    actor_critic_model,
 )
-from flowrl.policy.losses import PG_DEFAULT_CONFIG, pg_loss_tf, pg_loss_torch
-from flowrl.policy.models import ModelSpec
 from flowrl.policy.policy import Policy, Saveable
 from flowrl.policy.postprocessing import (
     compute_advantages,
@@ -34,19 +33,31 @@ from flowrl.policy.postprocessing import (
     trajectory_bounds,
 )
 from flowrl.policy.sample_batch import MultiAgentBatch, SampleBatch, concat_samples
+from flowrl.policy.schedules import PiecewiseSchedule
 from flowrl.policy.spaces import Preprocessor, get_preprocessor
+from flowrl.policy.spec import (
+    FRAMEWORKS,
+    PolicySpec,
+    deterministic_actor_critic_model,
+    policy_class,
+    q_model,
+)
 
 DISTRIBUTION_NAMES = ("Categorical", "MultiCategorical", "DiagGaussian", "Deterministic")
 
 _LAZY: dict[str, str] = {
     "TorchPolicy": "flowrl.policy.torch_policy",
     "TorchModel": "flowrl.policy.torch_models",
+    "TorchQModel": "flowrl.policy.torch_models",
+    "TorchDeterministicActorCritic": "flowrl.policy.torch_models",
     "TorchCategorical": "flowrl.policy.torch_distributions",
     "TorchMultiCategorical": "flowrl.policy.torch_distributions",
     "TorchDiagGaussian": "flowrl.policy.torch_distributions",
     "TorchDeterministic": "flowrl.policy.torch_distributions",
     "TFPolicy": "flowrl.policy.tf_policy",
     "TFModel": "flowrl.policy.tf_models",
+    "TFQModel": "flowrl.policy.tf_models",
+    "TFDeterministicActorCritic": "flowrl.policy.tf_models",
     "TFCategorical": "flowrl.policy.tf_distributions",
     "TFMultiCategorical": "flowrl.policy.tf_distributions",
     "TFDiagGaussian": "flowrl.policy.tf_distributions",
@@ -76,32 +87,36 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "DEFAULT_MODEL_CONFIG",
-    "DEFAULT_POLICY_CONFIG",
     "DISTRIBUTION_NAMES",
     "FRAMEWORKS",
-    "PG_DEFAULT_CONFIG",
+    "ActionSelector",
+    "DeterministicActorCriticSpec",
+    "EpsilonGreedy",
+    "GaussianNoise",
     "ModelSpec",
     "MultiAgentBatch",
     "PiecewiseSchedule",
     "Policy",
+    "PolicySpec",
     "Preprocessor",
+    "QModelSpec",
+    "SampleActionDistribution",
     "SampleBatch",
     "Saveable",
-    "build_policy_class",
+    "actor_critic_model",
     "compute_advantages",
     "compute_gae_for_fragment",
     "compute_gae_for_trajectory",
     "concat_samples",
+    "deterministic_actor_critic_model",
     "discount_cumsum",
-    "trajectory_bounds",
     "get_distribution_class",
-    "get_policy_class",
     "get_preprocessor",
-    "merge_config",
     "pg_loss_tf",
     "pg_loss_torch",
-    "register_policy",
-    "registered_algorithms",
+    "policy_class",
+    "q_model",
+    "sample_action_distribution",
+    "trajectory_bounds",
     *_LAZY,
 ]

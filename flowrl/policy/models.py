@@ -46,6 +46,8 @@ class ModelSpec:
     conv_filters: tuple[tuple[int, int, int], ...] | None
     conv_activation: str
 
+    kind = "actor_critic"
+
     @property
     def is_cnn(self) -> bool:
         return self.conv_filters is not None
@@ -168,48 +170,196 @@ def action_dist_spec(action_space: gym.Space, free_log_std: bool) -> tuple[str, 
 
 
 def build_model_spec(obs_shape: tuple[int, ...], num_outputs: int, log_std_size: int,
-                     model_config: dict, use_value: bool) -> ModelSpec:
-    """Chooses the CNN for 3-D (H, W, C) observations and the fully connected net otherwise."""
+                     model_config: Any, use_value: bool) -> ModelSpec:
+    """Chooses the CNN for 3-D (H, W, C) observations and the fully connected net otherwise.
+
+    `model_config` is a `flowrl.config.ModelConfig` (read by attribute).
+    """
     filters = None
     if len(obs_shape) == 3:
-        filters = model_config["conv_filters"] or NATURE_CNN_FILTERS
+        filters = model_config.conv_filters or NATURE_CNN_FILTERS
     return ModelSpec(
         obs_shape=tuple(obs_shape),
         num_outputs=num_outputs,
         log_std_size=log_std_size,
-        hiddens=tuple(model_config["fcnet_hiddens"]),
-        activation=model_config["fcnet_activation"],
-        vf_share_layers=bool(model_config["vf_share_layers"]),
+        hiddens=tuple(model_config.fcnet_hiddens),
+        activation=model_config.fcnet_activation,
+        vf_share_layers=bool(model_config.vf_share_layers),
         use_value=use_value,
         conv_filters=tuple(tuple(f) for f in filters) if filters else None,
-        conv_activation=model_config["conv_activation"],
+        conv_activation=model_config.conv_activation,
     )
 
 
-def plan_policy_model(
-    action_space: gym.Space,
-    obs_shape: tuple[int, ...],
-    config: Mapping[str, Any],
-    distributions: Mapping[str, Any],
-) -> tuple[str, Any, ModelSpec]:
-    """Chooses the action distribution and the model spec a policy needs, for any framework.
-
-    Args:
-        action_space: the env's action space.
-        obs_shape: shape of one preprocessed observation row.
-        config: the policy config (reads `model` and `use_critic`).
-        distributions: the framework's distribution classes by name.
-
-    Returns:
-        (distribution name, distribution class ready for `dist_class(inputs)`, model spec).
-    """
-    dist_name, num_outputs, log_std_size = action_dist_spec(
-        action_space, config["model"]["free_log_std"]
-    )
+def action_distribution(action_space: gym.Space, free_log_std: bool,
+                        distributions: Mapping[str, Any]) -> tuple[str, Any]:
+    """(distribution name, class ready for `dist_class(inputs)`) for an action space."""
+    dist_name, _, _ = action_dist_spec(action_space, free_log_std)
     dist_class = distributions[dist_name]
     if dist_name == "MultiCategorical":
         nvec = tuple(int(n) for n in np.asarray(action_space.nvec).reshape(-1))
         dist_class = functools.partial(dist_class, nvec=nvec)
-    spec = build_model_spec(obs_shape, num_outputs, log_std_size, config["model"],
-                            use_value=bool(config["use_critic"]))
-    return dist_name, dist_class, spec
+    return dist_name, dist_class
+
+
+def actor_critic_model(config: Any, obs_shape: tuple[int, ...],
+                       action_space: gym.Space) -> ModelSpec:
+    """The model factory of stochastic actor-critic algorithms: a distribution head and a value
+    head (the value head only when `config.use_critic`, default True)."""
+    _, num_outputs, log_std_size = action_dist_spec(action_space, config.model.free_log_std)
+    return build_model_spec(obs_shape, num_outputs, log_std_size, config.model,
+                            use_value=bool(getattr(config, "use_critic", True)))
+
+
+# ---- value-based and deterministic-actor models ---------------------------------------------
+#
+# Weight names:
+# - Q model: an optional conv trunk (``conv_{i}``, ``fc_0`` as above), then ``q/fc_{i}`` hidden
+#   layers (fully connected observations only) and either ``q/out`` (one output per action) or,
+#   with ``dueling``, ``q/advantage/out`` (one per action) and ``q/value/out`` (one), combined as
+#   ``V + A - mean(A)``.
+# - Deterministic actor with twin critics: ``pi/fc_{i}``, ``pi/out`` (tanh, scaled to the action
+#   bounds by the policy) and critics ``q1/…``, ``q2/…`` whose input is ``[obs, action]``.
+
+
+def _dense_shapes(prefix: str, in_size: int, hiddens: tuple[int, ...], out_size: int,
+                  out_name: str = "out") -> dict[str, tuple[int, ...]]:
+    """Kernel and bias shapes of a stack of dense layers `prefix/fc_i` then `prefix/out_name`."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    size = in_size
+    for index, out in enumerate(hiddens):
+        shapes[f"{prefix}/fc_{index}/kernel"], shapes[f"{prefix}/fc_{index}/bias"] = (
+            (size, out), (out,))
+        size = out
+    shapes[f"{prefix}/{out_name}/kernel"], shapes[f"{prefix}/{out_name}/bias"] = (
+        (size, out_size), (out_size,))
+    return shapes
+
+
+def _seeded_weights(shapes: Mapping[str, tuple[int, ...]], out_gains: Mapping[str, float],
+                    rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Orthogonal kernels (gain sqrt(2) hidden, `out_gains[name]` for outputs), zero biases."""
+    weights = {}
+    for name, shape in shapes.items():
+        if name.endswith("/kernel"):
+            weights[name] = orthogonal(shape, out_gains.get(name, math.sqrt(2.0)), rng)
+        else:
+            weights[name] = np.zeros(shape, dtype=np.float32)
+    return weights
+
+
+@dataclass(frozen=True)
+class QModelSpec:
+    """A Q-network: one value per discrete action, optionally with dueling heads."""
+
+    obs_shape: tuple[int, ...]
+    num_actions: int
+    hiddens: tuple[int, ...]
+    activation: str
+    dueling: bool
+    conv_filters: tuple[tuple[int, int, int], ...] | None
+    conv_activation: str
+
+    kind = "q"
+
+    @property
+    def is_cnn(self) -> bool:
+        return self.conv_filters is not None
+
+    @property
+    def convs(self) -> list[tuple[str, int]]:
+        return [(f"conv_{i}", f[2]) for i, f in enumerate(self.conv_filters or ())]
+
+    @property
+    def q_hiddens(self) -> tuple[int, ...]:
+        """Hidden dense sizes of the Q head (the CNN's dense layer replaces them for images)."""
+        return () if self.is_cnn else self.hiddens
+
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes: dict[str, tuple[int, ...]] = {}
+        if self.is_cnn:
+            trunk = ModelSpec(self.obs_shape, 1, 0, (), self.activation, False, False,
+                              self.conv_filters, self.conv_activation)
+            shapes.update({n: s for n, s in trunk.weight_shapes().items()
+                           if n.startswith(("conv_", "fc_0"))})
+            size = CNN_DENSE_UNITS
+        else:
+            size = int(np.prod(self.obs_shape))
+        if not self.dueling:
+            shapes.update(_dense_shapes("q", size, self.q_hiddens, self.num_actions))
+            return shapes
+        shapes.update(_dense_shapes("q", size, self.q_hiddens, self.num_actions,
+                                    out_name="advantage/out"))
+        last = self.q_hiddens[-1] if self.q_hiddens else size
+        shapes["q/value/out/kernel"], shapes["q/value/out/bias"] = (last, 1), (1,)
+        return shapes
+
+    def initial_weights(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        gains = {"q/out/kernel": 0.01, "q/advantage/out/kernel": 0.01,
+                 "q/value/out/kernel": 1.0}
+        return _seeded_weights(self.weight_shapes(), gains, rng)
+
+
+@dataclass(frozen=True)
+class DeterministicActorCriticSpec:
+    """A deterministic actor `pi(obs) in [-1, 1]^A` and twin critics `q1, q2(obs, action)`."""
+
+    obs_size: int
+    action_size: int
+    hiddens: tuple[int, ...]
+    activation: str
+    twin_q: bool = True
+
+    kind = "deterministic_actor_critic"
+
+    @property
+    def critic_names(self) -> tuple[str, ...]:
+        return ("q1", "q2") if self.twin_q else ("q1",)
+
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes = _dense_shapes("pi", self.obs_size, self.hiddens, self.action_size)
+        for critic in self.critic_names:
+            shapes.update(_dense_shapes(critic, self.obs_size + self.action_size,
+                                        self.hiddens, 1))
+        return shapes
+
+    def initial_weights(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        gains = {"pi/out/kernel": 0.01, **{f"{c}/out/kernel": 1.0 for c in self.critic_names}}
+        return _seeded_weights(self.weight_shapes(), gains, rng)
+
+
+def build_q_model_spec(obs_shape: tuple[int, ...], action_space: gym.Space, model_config: Any,
+                       *, dueling: bool) -> QModelSpec:
+    """The Q-network for a Discrete action space (a CNN trunk for 3-D image observations)."""
+    if not isinstance(action_space, gym.spaces.Discrete):
+        raise ValueError(
+            f"A Q-network needs a Discrete action space (one value per action); got "
+            f"action_space={action_space}. Use an actor-critic algorithm (PPO, A2C, IMPALA) for "
+            f"continuous or multi-discrete actions."
+        )
+    filters = None
+    if len(obs_shape) == 3:
+        filters = model_config.conv_filters or NATURE_CNN_FILTERS
+    return QModelSpec(
+        obs_shape=tuple(obs_shape), num_actions=int(action_space.n),
+        hiddens=tuple(model_config.fcnet_hiddens), activation=model_config.fcnet_activation,
+        dueling=bool(dueling),
+        conv_filters=tuple(tuple(f) for f in filters) if filters else None,
+        conv_activation=model_config.conv_activation,
+    )
+
+
+def build_deterministic_actor_critic_spec(obs_shape: tuple[int, ...], action_space: gym.Space,
+                                          model_config: Any, *, twin_q: bool = True
+                                          ) -> DeterministicActorCriticSpec:
+    """A deterministic actor and (twin) critics for a Box action space and flat observations."""
+    if not isinstance(action_space, gym.spaces.Box):
+        raise ValueError(
+            f"A deterministic actor needs a continuous (Box) action space; got "
+            f"action_space={action_space}."
+        )
+    return DeterministicActorCriticSpec(
+        obs_size=int(np.prod(obs_shape)), action_size=int(np.prod(action_space.shape)),
+        hiddens=tuple(model_config.fcnet_hiddens), activation=model_config.fcnet_activation,
+        twin_q=twin_q,
+    )

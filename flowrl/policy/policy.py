@@ -1,7 +1,8 @@
 """The framework-independent `Policy` interface and the `Saveable` protocol.
 
 `TorchPolicy` (`flowrl.policy.torch_policy`) and `TFPolicy` (`flowrl.policy.tf_policy`)
-implement it; an algorithm supplies a loss per framework through `build_policy_class`.
+implement it; an algorithm supplies its losses, model and action selection as a `PolicySpec`
+(`flowrl.policy.spec`).
 """
 
 from __future__ import annotations
@@ -9,21 +10,22 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 
-from flowrl.policy.config import DEFAULT_POLICY_CONFIG, PiecewiseSchedule, merge_config
 from flowrl.policy.postprocessing import (
     compute_gae_for_fragment,
     compute_gae_for_trajectory,
     trajectory_bounds,
 )
 from flowrl.policy.sample_batch import SampleBatch, concat_samples
-from flowrl.policy.spaces import action_rows, check_action_space, get_preprocessor
+from flowrl.policy.schedules import PiecewiseSchedule
+from flowrl.policy.spaces import action_offset, action_rows, check_action_space, get_preprocessor
 
-PostprocessFn = Callable[["Policy", SampleBatch], SampleBatch]
+if TYPE_CHECKING:
+    from flowrl.policy.spec import PolicySpec
 
 
 class Saveable(ABC):
@@ -41,9 +43,12 @@ class Saveable(ABC):
 class Policy(ABC):
     """Maps observations to actions and learns from `SampleBatch`es; framework-independent.
 
-    A rollout worker and a learner use it like this::
+    `TorchPolicy` and `TFPolicy` are the only subclasses: an algorithm describes its policy
+    with a `PolicySpec` (losses, model, action selection, postprocessing, target network) and
+    `spec.build(obs_space, action_space, config)` returns the policy. A rollout worker and a
+    learner use it like this::
 
-        policy = get_policy_class("pg", framework="torch")(obs_space, action_space, config)
+        policy = PPO_POLICY.build(obs_space, action_space, config)
         # rollout worker
         actions, extras = policy.compute_actions(raw_obs_batch, explore=True)
         rows = policy.preprocess(raw_obs_batch)            # stored as SampleBatch["obs"]
@@ -53,44 +58,104 @@ class Policy(ABC):
         grads, stats = policy.compute_gradients(batch)     # A3C: on a worker ...
         policy.apply_gradients(grads)                      # ... applied on the learner
         worker_policy.set_weights(policy.get_weights())    # dict of numpy, neutral names
-        policy.on_global_var_update({"timestep": t})       # drives schedules
+        policy.on_global_var_update({"timestep": t})       # drives schedules (lr, epsilon)
+        policy.update_target()                             # with a target network
 
     Args:
         observation_space: the env's observation space.
         action_space: the env's action space (Discrete, MultiDiscrete or Box).
-        config: a plain dict; missing keys fall back to `default_config`, then to
-            `DEFAULT_POLICY_CONFIG`.
+        config: the algorithm's typed, frozen config; read by attribute (`config.lr`).
+        spec: the algorithm's `PolicySpec`.
+        worker_index: 0 for the learner's policy, 1..n on rollout workers.
+        num_workers: the number of rollout workers (for per-worker exploration).
+        seed: this policy's seed; None uses `config.seed`.
+        num_threads: the framework's intra-op threads in this process; None leaves it.
     """
 
-    default_config: ClassVar[Mapping[str, Any]] = {}
-    postprocess_fn: ClassVar[PostprocessFn | None] = None
+    framework: ClassVar[str] = ""
 
     def __init__(
-        self, observation_space: gym.Space, action_space: gym.Space, config: Mapping[str, Any]
+        self, observation_space: gym.Space, action_space: gym.Space, config: Any, *,
+        spec: PolicySpec, worker_index: int = 0, num_workers: int = 0,
+        seed: int | None = None, num_threads: int | None = None,
     ) -> None:
         self.observation_space = observation_space
         self.action_space = action_space
         self.preprocessor = get_preprocessor(observation_space)
         check_action_space(action_space)
-        self.config = merge_config(DEFAULT_POLICY_CONFIG, self.default_config, config)
+        self.spec = spec
+        self.config = spec.resolve_config(config)
+        self.loss_fn = spec.loss_for(self.framework)
+        self.worker_index = worker_index
+        self.num_workers = num_workers
+        self.seed = self.config.seed if seed is None else seed
+        self.num_threads = num_threads
         self.global_timestep = 0
-        schedule = self.config.get("lr_schedule")
+        self.lr = float(self.config.lr)
+        schedule = self.config.lr_schedule
         self._lr_schedule = PiecewiseSchedule(schedule) if schedule else None
-        self._coefficients: dict[str, Any] = {
-            name: float(value)
-            for name, value in self.config.items()
-            if name.endswith("_coeff") and isinstance(value, (int, float))
-            and not isinstance(value, bool)
-        }
+        self.action_selector = spec.action_selection(
+            self.config, action_space, worker_index=worker_index, num_workers=num_workers,
+            seed=_selector_seed(self.seed))
+        self.model_spec = spec.model(self.config, self.preprocessor.shape, action_space)
+        self._coefficients: dict[str, Any] = {}
+        for name in spec.coefficients:
+            if not hasattr(self.config, name):
+                raise ValueError(
+                    f"PolicySpec {spec.name!r} names coefficient {name!r}, but "
+                    f"{type(self.config).__name__} has no field {name!r}; add the field to the "
+                    f"config class or remove it from PolicySpec.coefficients.")
+            self._coefficients[name] = float(getattr(self.config, name))
+
+    def __reduce__(self) -> tuple:
+        """Pickles as (class, constructor arguments, full state): plain `pickle` works."""
+        arguments = (self.observation_space, self.action_space, self.config)
+        options = {"spec": self.spec, "worker_index": self.worker_index,
+                   "num_workers": self.num_workers, "seed": self.seed,
+                   "num_threads": self.num_threads}
+        return (_rebuild_policy, (type(self), arguments, options, self.get_state()))
 
     # ---- the six abstract methods -------------------------------------------------------------
 
-    @abstractmethod
     def compute_actions(
         self, obs_batch: Any, explore: bool = True
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Actions for a batch of RAW observations, plus extras (`action_logp`,
-        `action_dist_inputs`, `vf_preds`), all numpy with a leading batch dimension."""
+        """Actions for a batch of RAW observations, plus per-row extras (e.g. `action_logp`,
+        `action_dist_inputs`, `vf_preds` for sampling), all numpy with a leading batch
+        dimension. How actions are chosen is the spec's `ActionSelector`."""
+        rows = self.preprocess(obs_batch)
+        if rows.dtype != np.uint8 and rows.dtype != np.float32:
+            rows = rows.astype(np.float32)
+        actions, extras = self.action_selector.compute_actions(self, rows, explore)
+        return self._to_env_actions(np.asarray(actions)), extras
+
+    # ---- forward passes the action selectors use (framework implementations) ------------------
+
+    def sample_actions(self, obs_rows: np.ndarray,
+                       explore: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Actor-critic models: samples (or takes the mode of) the action distribution."""
+        raise TypeError(self._wrong_model("sample an action distribution", "actor_critic"))
+
+    def compute_q_values(self, obs_rows: np.ndarray) -> np.ndarray:
+        """Q models: Q-values (float32, shape (B, num_actions)) for preprocessed rows."""
+        raise TypeError(self._wrong_model("compute Q-values", "q"))
+
+    def compute_deterministic_actions(self, obs_rows: np.ndarray) -> np.ndarray:
+        """Deterministic actors: actions in [-1, 1] (float32, shape (B, A))."""
+        raise TypeError(self._wrong_model("compute deterministic actions",
+                                          "deterministic_actor_critic"))
+
+    def _wrong_model(self, what: str, kind: str) -> str:
+        return (f"Policy {self.spec.name!r} cannot {what}: its model kind is "
+                f"{self.model_spec.kind!r}, and that needs a {kind!r} model. Choose an action "
+                f"selection that fits the model in the PolicySpec.")
+
+    def _to_env_actions(self, actions: np.ndarray) -> np.ndarray:
+        """Model-space actions (indices from 0, float rows) to the env's action space."""
+        space = self.action_space
+        if not isinstance(space, gym.spaces.Box):
+            actions = actions + action_offset(space)
+        return actions.reshape((len(actions),) + space.shape).astype(space.dtype, copy=False)
 
     @abstractmethod
     def learn_on_batch(self, batch: SampleBatch) -> dict[str, float]:
@@ -111,6 +176,24 @@ class Policy(ABC):
     @abstractmethod
     def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
         """Loads weights as `get_weights` returns them (from either framework)."""
+
+    @abstractmethod
+    def get_target_weights(self) -> dict[str, np.ndarray]:
+        """The target network's weights (neutral names); an error without a target network."""
+
+    @abstractmethod
+    def update_target(self, tau: float = 1.0) -> None:
+        """Moves the target network toward the model: `target = tau * model + (1-tau) * target`.
+
+        Raises:
+            ValueError: when the spec has no target network, or tau is outside (0, 1].
+        """
+
+    @abstractmethod
+    def run_on_batch(self, fn: Callable[[Policy, Mapping[str, Any]], Mapping[str, Any]],
+                     batch: SampleBatch) -> dict[str, np.ndarray]:
+        """Calls `fn(policy, tensors)` (a function of this framework) without gradients and
+        returns its outputs as numpy, e.g. TD errors for priorities."""
 
     # ---- shared behaviour ---------------------------------------------------------------------
 
@@ -133,8 +216,8 @@ class Policy(ABC):
         The piece's rows are in time order; it bootstraps from `V(new_obs[-1])` unless its last
         row terminated.
         """
-        postprocess = type(self).postprocess_fn or compute_gae_for_trajectory
-        return postprocess(self, batch)
+        postprocess = self.spec.postprocess
+        return batch if postprocess is None else postprocess(self, batch)
 
     def postprocess_fragment(self, columns: Mapping[str, np.ndarray]) -> SampleBatch:
         """Postprocesses a fragment of N envs (arrays shaped (T, N, ...)); rows env by env.
@@ -144,7 +227,7 @@ class Policy(ABC):
         postprocessing all pieces are computed at once (`compute_gae_for_fragment`: one value
         forward for every bootstrap), with the same result.
         """
-        if type(self).postprocess_fn in (None, compute_gae_for_trajectory):
+        if self.spec.postprocess is compute_gae_for_trajectory:
             return compute_gae_for_fragment(self, dict(columns))
         pieces = []
         for env in range(columns["rewards"].shape[1]):
@@ -177,18 +260,19 @@ class Policy(ABC):
         return average_stats(epoch_stats)
 
     def on_global_var_update(self, global_vars: Mapping[str, Any]) -> None:
-        """Receives global variables (``{"timestep": t}``) and updates schedules (lr)."""
+        """Receives global variables (``{"timestep": t}``) and updates schedules (lr, epsilon)."""
         if "timestep" in global_vars:
             self.global_timestep = int(global_vars["timestep"])
             if self._lr_schedule is not None:
                 self._set_learning_rate(self._lr_schedule(self.global_timestep))
+            self.action_selector.on_global_var_update(self.global_timestep)
 
     def _set_learning_rate(self, lr: float) -> None:
-        self.config["lr"] = lr
+        self.lr = float(lr)
 
     @property
     def coefficient_names(self) -> list[str]:
-        """Names accepted by `get_coefficient` / `set_coefficient` (config keys ``*_coeff``)."""
+        """Names accepted by `get_coefficient` / `set_coefficient` (`spec.coefficients`)."""
         return sorted(self._coefficients)
 
     def get_coefficient(self, name: str) -> Any:
@@ -208,8 +292,7 @@ class Policy(ABC):
         if name not in self._coefficients:
             raise ValueError(
                 f"unknown loss coefficient {name=}; known: {self.coefficient_names}. "
-                "Coefficients are the numeric config keys ending in '_coeff'; add one to the "
-                "policy config to create it"
+                "Coefficients are the config fields a PolicySpec lists in `coefficients`"
             )
 
     def _check_obs_rows(self, rows: np.ndarray, column: str) -> np.ndarray:
@@ -300,6 +383,25 @@ def _check_sgd_args(num_sgd_iter: int, sgd_minibatch_size: int) -> None:
     if sgd_minibatch_size < 0:
         raise ValueError(f"sgd_minibatch_size must be >= 0 (0: whole batch), got "
                          f"{sgd_minibatch_size=}")
+
+
+def _check_tau(tau: float) -> None:
+    if not 0.0 < tau <= 1.0:
+        raise ValueError(f"update_target tau must be in (0, 1]; got {tau=}. 1.0 copies the "
+                         "model, small values (e.g. 0.005) move the target slowly.")
+
+
+def _selector_seed(seed: int | None) -> int | None:
+    """A seed for the action selector's rng, independent of the policy's other streams."""
+    if seed is None:
+        return None
+    return int(np.random.SeedSequence([int(seed), 17]).generate_state(1)[0])
+
+
+def _rebuild_policy(cls: type, arguments: tuple, options: dict, state: dict) -> Policy:
+    policy = cls(*arguments, **options)
+    policy.set_state(state)
+    return policy
 
 
 def _add_batch_dim(obs: Any) -> Any:

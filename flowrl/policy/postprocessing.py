@@ -114,15 +114,15 @@ def compute_gae_for_trajectory(policy: Policy, batch: SampleBatch) -> SampleBatc
         return batch
     terminated = "terminateds" in batch and bool(batch["terminateds"][-1])
     last_value = 0.0
-    if not terminated and config["use_critic"]:
+    if not terminated and config.use_critic:
         last_value = float(policy.compute_values(batch["new_obs"][-1:])[0])
     return compute_advantages(
         batch,
         last_value,
-        gamma=config["gamma"],
-        lambda_=config["gae_lambda"],
-        use_gae=config["use_gae"],
-        use_critic=config["use_critic"],
+        gamma=config.gamma,
+        lambda_=config.gae_lambda,
+        use_gae=config.use_gae,
+        use_critic=config.use_critic,
     )
 
 
@@ -155,7 +155,7 @@ def compute_gae_for_fragment(policy: Policy, columns: dict[str, np.ndarray]) -> 
         The rows env by env (env-major), each env's rows in time order.
     """
     config = policy.config
-    gamma, lambda_ = float(config["gamma"]), float(config["gae_lambda"])
+    gamma, lambda_ = float(config.gamma), float(config.gae_lambda)
     rewards = columns["rewards"].astype(np.float64)
     terminated = columns["terminateds"].astype(bool)
     piece_end = np.logical_or(terminated, columns["truncateds"])
@@ -163,7 +163,7 @@ def compute_gae_for_fragment(policy: Policy, columns: dict[str, np.ndarray]) -> 
     # Value of the state after each row: the next row's value inside a piece, 0 after a
     # termination, V(new_obs) after a truncation or the fragment's cut.
     next_values = np.zeros_like(rewards)
-    if config["use_critic"]:
+    if config.use_critic:
         values = columns["vf_preds"].astype(np.float64)
         next_values[:-1] = values[1:]
         bootstrap = np.logical_and(piece_end, ~terminated)
@@ -171,8 +171,8 @@ def compute_gae_for_fragment(policy: Policy, columns: dict[str, np.ndarray]) -> 
             next_values[bootstrap] = policy.compute_values(columns["new_obs"][bootstrap])
         next_values[terminated] = 0.0
     advantages, value_targets = _fragment_returns(
-        rewards, next_values, values if config["use_critic"] else None, piece_end, gamma,
-        lambda_, use_gae=bool(config["use_gae"]))
+        rewards, next_values, values if config.use_critic else None, piece_end, gamma,
+        lambda_, use_gae=bool(config.use_gae))
     env_major = {name: np.swapaxes(value, 0, 1).reshape((-1,) + value.shape[2:])
                  for name, value in columns.items()}
     env_major["advantages"] = advantages.T.reshape(-1).astype(np.float32)

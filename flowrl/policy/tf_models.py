@@ -6,10 +6,11 @@ TF's own layouts, so weights need no conversion. Convolutions use VALID padding,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import tensorflow as tf
-
-from flowrl.policy.models import ModelSpec
 
 _ACTIVATIONS = {
     "tanh": tf.tanh,
@@ -19,15 +20,15 @@ _ACTIVATIONS = {
 }
 
 
-class TFModel(tf.Module):
-    """`model(obs) -> (dist_inputs, values)` for float or uint8 observation rows.
+class TFParameters(tf.Module):
+    """Named `tf.Variable`s under neutral names: the base of every TF model kind.
 
     Args:
-        spec: the architecture.
+        spec: the architecture (any spec with `weight_shapes()`).
         weights: initial neutral weights (numpy), e.g. `spec.initial_weights(rng)`.
     """
 
-    def __init__(self, spec: ModelSpec, weights: dict[str, np.ndarray]) -> None:
+    def __init__(self, spec: Any, weights: dict[str, np.ndarray]) -> None:
         super().__init__(name="flowrl_model")
         self.spec = spec
         self.names = list(spec.weight_shapes())
@@ -35,33 +36,60 @@ class TFModel(tf.Module):
             name: tf.Variable(np.asarray(weights[name], np.float32), name=name.replace("/", "__"))
             for name in self.names
         }
-        self._act = _ACTIVATIONS[spec.activation]
-        self._trunk_act = _ACTIVATIONS[spec.trunk_activation]
-        self._conv_act = _ACTIVATIONS[spec.conv_activation]
 
     def parameters(self) -> list[tf.Variable]:
         """The trainable variables, in neutral-name order."""
         return [self.params[name] for name in self.names]
 
-    def _dense(self, x: tf.Tensor, name: str) -> tf.Tensor:
+    def dense(self, x: tf.Tensor, name: str) -> tf.Tensor:
+        """`x @ kernel + bias` of the dense layer `name`."""
         return tf.matmul(x, self.params[f"{name}/kernel"]) + self.params[f"{name}/bias"]
 
-    def __call__(self, obs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        spec = self.spec
+    def mlp(self, x: tf.Tensor, prefix: str, num_hidden: int, activation: str,
+            out_name: str | None = "out") -> tf.Tensor:
+        """`prefix/fc_0 .. fc_{n-1}` with `activation`, then `prefix/out_name` (if given)."""
+        act = _ACTIVATIONS[activation]
+        for index in range(num_hidden):
+            x = act(self.dense(x, f"{prefix}/fc_{index}"))
+        return self.dense(x, f"{prefix}/{out_name}") if out_name else x
+
+    def conv_trunk(self, obs: tf.Tensor) -> tf.Tensor:
+        """Scales uint8 images, runs the conv layers (if any) and flattens, NHWC order."""
         x = obs
         if x.dtype == tf.uint8:
             x = tf.cast(x, tf.float32) / 255.0
         x = tf.cast(x, tf.float32)
-        for name, stride in spec.convs:
-            x = tf.nn.conv2d(x, self.params[f"{name}/kernel"], stride, "VALID")
-            x = self._conv_act(x + self.params[f"{name}/bias"])
-        x = tf.reshape(x, [tf.shape(x)[0], -1])
+        convs = getattr(self.spec, "convs", [])
+        if convs:
+            act = _ACTIVATIONS[self.spec.conv_activation]
+            for name, stride in convs:
+                x = tf.nn.conv2d(x, self.params[f"{name}/kernel"], stride, "VALID")
+                x = act(x + self.params[f"{name}/bias"])
+        return tf.reshape(x, [tf.shape(x)[0], -1])
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Neutral numpy weights (copies)."""
+        return {name: self.params[name].numpy().copy() for name in self.names}
+
+    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
+        """Loads neutral numpy weights (names and shapes already validated)."""
+        for name in self.names:
+            self.params[name].assign(np.asarray(weights[name], np.float32))
+
+
+class TFModel(TFParameters):
+    """Actor-critic: `model(obs) -> (dist_inputs, values)` for float or uint8 observation rows."""
+
+    def __call__(self, obs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        spec = self.spec
+        act, trunk_act = _ACTIVATIONS[spec.activation], _ACTIVATIONS[spec.trunk_activation]
+        x = self.conv_trunk(obs)
         for name in spec.trunk_dense:
-            x = self._trunk_act(self._dense(x, name))
+            x = trunk_act(self.dense(x, name))
         hidden = x
         for name in spec.pi_dense:
-            hidden = self._act(self._dense(hidden, name))
-        dist_inputs = self._dense(hidden, "pi/out")
+            hidden = act(self.dense(hidden, name))
+        dist_inputs = self.dense(hidden, "pi/out")
         if spec.log_std_name:
             log_std = tf.broadcast_to(self.params[spec.log_std_name], tf.shape(dist_inputs))
             dist_inputs = tf.concat([dist_inputs, log_std], axis=-1)
@@ -69,14 +97,46 @@ class TFModel(tf.Module):
             return dist_inputs, tf.zeros(tf.shape(x)[:1])
         value = x
         for name in spec.vf_dense:
-            value = self._act(self._dense(value, name))
-        return dist_inputs, self._dense(value, "vf/out")[:, 0]
+            value = act(self.dense(value, name))
+        return dist_inputs, self.dense(value, "vf/out")[:, 0]
 
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """Neutral numpy weights (copies)."""
-        return {name: self.params[name].numpy().copy() for name in self.names}
 
-    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        """Loads neutral numpy weights (names and shapes already validated)."""
-        for name in self.names:
-            self.params[name].assign(np.asarray(weights[name], np.float32))
+class TFQModel(TFParameters):
+    """Q-network: `model(obs) -> q_values` of shape (B, num_actions); dueling if the spec says."""
+
+    def __call__(self, obs: tf.Tensor) -> tf.Tensor:
+        spec = self.spec
+        x = self.conv_trunk(obs)
+        if spec.is_cnn:
+            x = _ACTIVATIONS[spec.conv_activation](self.dense(x, "fc_0"))
+        if not spec.dueling:
+            return self.mlp(x, "q", len(spec.q_hiddens), spec.activation)
+        hidden = self.mlp(x, "q", len(spec.q_hiddens), spec.activation, out_name=None)
+        advantages = self.dense(hidden, "q/advantage/out")
+        value = self.dense(hidden, "q/value/out")
+        return value + advantages - tf.reduce_mean(advantages, axis=1, keepdims=True)
+
+
+class TFDeterministicActorCritic(TFParameters):
+    """`model.actor(obs)` in [-1, 1]^A and `model.critics(obs, actions)` -> one Q per critic."""
+
+    def actor(self, obs: tf.Tensor) -> tf.Tensor:
+        x = self.conv_trunk(obs)
+        return tf.tanh(self.mlp(x, "pi", len(self.spec.hiddens), self.spec.activation))
+
+    def critics(self, obs: tf.Tensor, actions: tf.Tensor) -> list[tf.Tensor]:
+        flat_actions = tf.reshape(tf.cast(actions, tf.float32), [tf.shape(actions)[0], -1])
+        x = tf.concat([self.conv_trunk(obs), flat_actions], axis=-1)
+        return [self.mlp(x, name, len(self.spec.hiddens), self.spec.activation)[:, 0]
+                for name in self.spec.critic_names]
+
+    def __call__(self, obs: tf.Tensor) -> tf.Tensor:
+        return self.actor(obs)
+
+
+MODEL_CLASSES = {
+    "actor_critic": TFModel,
+    "q": TFQModel,
+    "deterministic_actor_critic": TFDeterministicActorCritic,
+}
+"""The TF model class of each model kind (`spec.kind`)."""

@@ -15,67 +15,71 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
-from flowrl.policy.models import plan_policy_model
+from flowrl.policy.models import action_distribution
 from flowrl.policy.policy import (
     Policy,
     Saveable,
     _check_sgd_args,
+    _check_tau,
     average_stats,
     raise_if_not_finite,
     seed_streams,
 )
 from flowrl.policy.sample_batch import SampleBatch
-from flowrl.policy.spaces import action_offset
 from flowrl.policy.tf_distributions import DISTRIBUTIONS
-from flowrl.policy.tf_models import TFModel
+from flowrl.policy.tf_models import MODEL_CLASSES
 
 ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-8
 
 
 class TFPolicy(Policy, Saveable):
-    """A `Policy` whose model, distributions, loss and Adam optimizer are TensorFlow.
+    """A `Policy` whose model, loss and Adam optimizer are TensorFlow; behaviour from its spec.
 
-    Class attributes set by `build_policy_class`: `loss_fn(policy, model, dist_class,
-    train_batch) -> (loss, stats)` (traced once per batch-column signature), optional
-    `stats_fn`, `postprocess_fn` and `default_config`.
+    The loss (`spec.tf_loss(policy, batch)`) is traced once per batch-column signature. Model
+    kinds and attributes as in `TorchPolicy` (`model`, `target_model`, `dist_class`).
     """
 
     framework: ClassVar[str] = "tf"
-    loss_fn: ClassVar[Callable[..., Any] | None] = None
-    stats_fn: ClassVar[Callable[..., dict[str, Any]] | None] = None
 
-    def __init__(
-        self, observation_space: gym.Space, action_space: gym.Space, config: Mapping[str, Any]
-    ) -> None:
-        super().__init__(observation_space, action_space, config)
-        rng, sampling_seed, shuffle_seed = seed_streams(self.config["seed"])
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space, config: Any,
+                 **options: Any) -> None:
+        super().__init__(observation_space, action_space, config, **options)
+        rng, sampling_seed, shuffle_seed = seed_streams(self.seed)
         self.generator = tf.random.Generator.from_seed(sampling_seed)
         self._shuffle_rng = np.random.default_rng(shuffle_seed)
-        self.dist_name, self.dist_class, self.spec = plan_policy_model(
-            action_space, self.preprocessor.shape, self.config, DISTRIBUTIONS
-        )
-        self.model = TFModel(self.spec, self.spec.initial_weights(rng))
-        self._weight_shapes = self.spec.weight_shapes()
+        self.dist_name, self.dist_class = None, None
+        if self.model_spec.kind == "actor_critic":
+            self.dist_name, self.dist_class = action_distribution(
+                action_space, self.config.model.free_log_std, DISTRIBUTIONS)
+        model_class = MODEL_CLASSES[self.model_spec.kind]
+        initial_weights = self.model_spec.initial_weights(rng)
+        self.model = model_class(self.model_spec, initial_weights)
+        self.target_model = (model_class(self.model_spec, initial_weights)
+                             if self.spec.target_network else None)
+        self._weight_shapes = self.model_spec.weight_shapes()
         self._coefficients = {
             name: tf.Variable(value, dtype=tf.float32, trainable=False)
             for name, value in self._coefficients.items()
         }
         params = self.model.parameters()
-        self._lr = tf.Variable(float(self.config["lr"]), dtype=tf.float32, trainable=False)
+        self._lr = tf.Variable(self.lr, dtype=tf.float32, trainable=False)
         self._adam_step = tf.Variable(0.0, dtype=tf.float32, trainable=False)
         self._adam_m = [tf.Variable(tf.zeros_like(p), trainable=False) for p in params]
         self._adam_v = [tf.Variable(tf.zeros_like(p), trainable=False) for p in params]
-        self._offset = action_offset(action_space)
         obs_dtype = tf.uint8 if self.preprocessor.dtype == np.uint8 else tf.float32
         obs_spec = tf.TensorSpec((None, *self.preprocessor.shape), obs_dtype)
-        self._actions_fn = tf.function(
-            self._actions_body,
-            input_signature=[obs_spec, tf.TensorSpec((), tf.bool)],
-            autograph=False,
-        )
-        self._values_fn = tf.function(
-            lambda obs: self.model(obs)[1], input_signature=[obs_spec], autograph=False
-        )
+        forward = {
+            "actor_critic": lambda obs: self.model(obs)[1],
+            "q": lambda obs: self.model(obs),
+            "deterministic_actor_critic": lambda obs: self.model.actor(obs),
+        }[self.model_spec.kind]
+        self._forward_fn = tf.function(forward, input_signature=[obs_spec], autograph=False)
+        if self.dist_class is not None:
+            self._actions_fn = tf.function(
+                self._actions_body,
+                input_signature=[obs_spec, tf.TensorSpec((), tf.bool)],
+                autograph=False,
+            )
         self._apply_fn = tf.function(
             self._adam_apply,
             input_signature=[[tf.TensorSpec(p.shape, tf.float32) for p in params]],
@@ -95,48 +99,50 @@ class TFPolicy(Policy, Saveable):
         )
         return actions, dist.logp(actions), dist_inputs, values
 
-    def compute_actions(
-        self, obs_batch: Any, explore: bool = True
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        rows = self.preprocess(obs_batch)
-        if rows.dtype != np.uint8 and rows.dtype != np.float32:
-            rows = rows.astype(np.float32)
-        actions, logp, dist_inputs, values = self._actions_fn(rows, tf.constant(bool(explore)))
+    def sample_actions(self, obs_rows: np.ndarray,
+                       explore: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        if self.dist_class is None:
+            return super().sample_actions(obs_rows, explore)
+        actions, logp, dist_inputs, values = self._actions_fn(obs_rows,
+                                                              tf.constant(bool(explore)))
         extras = {
             "action_logp": logp.numpy(),
             "action_dist_inputs": dist_inputs.numpy(),
             "vf_preds": values.numpy(),
         }
-        return self._to_env_actions(actions.numpy()), extras
+        return actions.numpy(), extras
 
-    def _to_env_actions(self, actions: np.ndarray) -> np.ndarray:
-        space = self.action_space
-        if not isinstance(space, gym.spaces.Box):
-            actions = actions + self._offset
-        return actions.reshape((len(actions),) + space.shape).astype(space.dtype, copy=False)
+    def compute_q_values(self, obs_rows: np.ndarray) -> np.ndarray:
+        if self.model_spec.kind != "q":
+            return super().compute_q_values(obs_rows)
+        return self._forward_fn(self._model_input(obs_rows)).numpy()
+
+    def compute_deterministic_actions(self, obs_rows: np.ndarray) -> np.ndarray:
+        if self.model_spec.kind != "deterministic_actor_critic":
+            return super().compute_deterministic_actions(obs_rows)
+        return self._forward_fn(self._model_input(obs_rows)).numpy()
 
     def compute_values(self, obs_rows: np.ndarray) -> np.ndarray:
-        return self._values_fn(self._model_input(obs_rows)).numpy()
+        if self.model_spec.kind != "actor_critic":
+            return super().compute_values(obs_rows)
+        return self._forward_fn(self._model_input(obs_rows)).numpy()
+
+    def run_on_batch(self, fn: Callable[..., Mapping[str, Any]],
+                     batch: SampleBatch) -> dict[str, np.ndarray]:
+        outputs = fn(self, self._batch_to_tensors(batch))
+        return {name: np.asarray(tf.stop_gradient(value)) for name, value in outputs.items()}
 
     # ---- learning -----------------------------------------------------------------------------
 
     def _loss_and_grads(self, batch: dict[str, tf.Tensor]) -> tuple[list, tf.Tensor, tf.Tensor]:
-        loss_fn = type(self).loss_fn
-        if loss_fn is None:
-            raise RuntimeError(
-                f"{type(self).__name__} has no loss; build a trainable class with "
-                "build_policy_class(..., loss_fn=...) or get_policy_class(algo)"
-            )
         params = self.model.parameters()
         with tf.GradientTape() as tape:
-            loss, stats = loss_fn(self, self.model, self.dist_class, batch)
-            if type(self).stats_fn is not None:
-                stats = {**stats, **type(self).stats_fn(self, batch)}
+            loss, stats = self.loss_fn(self, batch)
         grads = tape.gradient(loss, params)
         grads = [tf.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
         norm = tf.linalg.global_norm(grads)
-        if self.config["grad_clip"]:
-            scale = tf.minimum(float(self.config["grad_clip"]) / (norm + 1e-6), 1.0)
+        if self.config.grad_clip:
+            scale = tf.minimum(float(self.config.grad_clip) / (norm + 1e-6), 1.0)
             grads = [g * scale for g in grads]
         stats = dict(stats)
         stats.setdefault("total_loss", loss)
@@ -182,7 +188,7 @@ class TFPolicy(Policy, Saveable):
         stats = {name: float(value) for name, value in zip(self._stat_names, vector[:-1])}
         raise_if_not_finite(stats, float(vector[-1]))
         stats["grad_gnorm"] = float(vector[-1])
-        stats["cur_lr"] = float(self.config["lr"])
+        stats["cur_lr"] = self.lr
         return stats
 
     def learn_on_batch(self, batch: SampleBatch) -> dict[str, float]:
@@ -260,6 +266,23 @@ class TFPolicy(Policy, Saveable):
         self._check_weights(weights, self._weight_shapes)
         self.model.set_weights(dict(weights))
 
+    def get_target_weights(self) -> dict[str, np.ndarray]:
+        return self._target("read target weights").get_weights()
+
+    def update_target(self, tau: float = 1.0) -> None:
+        target = self._target("update the target network")
+        _check_tau(tau)
+        for name in self.model.names:
+            variable = target.params[name]
+            variable.assign(variable + float(tau) * (self.model.params[name] - variable))
+
+    def _target(self, what: str) -> Any:
+        if self.target_model is None:
+            raise ValueError(
+                f"Policy {self.spec.name!r} cannot {what}: it has no target network. Set "
+                f"target_network=True in its PolicySpec.")
+        return self.target_model
+
     def get_state(self) -> dict[str, Any]:
         step = int(self._adam_step.numpy())
         names = self.model.names
@@ -275,6 +298,7 @@ class TFPolicy(Policy, Saveable):
             },
             "global_timestep": self.global_timestep,
             "coefficients": self._coefficient_values(),
+            **({"target_weights": self.get_target_weights()} if self.target_model else {}),
         }
 
     def set_state(self, state: Mapping[str, Any]) -> None:
@@ -289,6 +313,9 @@ class TFPolicy(Policy, Saveable):
             else:
                 m.assign(tf.zeros_like(m))
                 v.assign(tf.zeros_like(v))
-        self.global_timestep = int(state["global_timestep"])
+        self.on_global_var_update({"timestep": int(state["global_timestep"])})
         for name, value in state["coefficients"].items():
             self.set_coefficient(name, value)
+        if self.target_model is not None and "target_weights" in state:
+            self._check_weights(state["target_weights"], self._weight_shapes)
+            self.target_model.set_weights(dict(state["target_weights"]))

@@ -1,4 +1,4 @@
-"""The Torch model: a `ModelSpec` evaluated with plain tensors stored under neutral names.
+"""The Torch models: each model kind's spec evaluated with plain tensors stored under neutral names.
 
 Dense kernels are stored (in, out) exactly as the neutral weights, so `get_weights` needs no
 transposes; conv kernels are stored OIHW (Torch's layout) and converted from/to HWIO.
@@ -7,6 +7,9 @@ conv output is permuted back to NHWC before flattening so that the dense layer a
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,15 +25,18 @@ _ACTIVATIONS = {
 }
 
 
-class TorchModel:
-    """`model(obs) -> (dist_inputs, values)` for float or uint8 observation rows.
+class TorchParameters:
+    """Named Torch parameters stored in the framework-neutral layout's names.
+
+    The base of every Torch model kind: weight storage, neutral get/set, and the dense and conv
+    building blocks the kinds' forward passes are written with.
 
     Args:
-        spec: the architecture.
+        spec: the architecture (any spec with `weight_shapes()`).
         weights: initial neutral weights (numpy), e.g. `spec.initial_weights(rng)`.
     """
 
-    def __init__(self, spec: ModelSpec, weights: dict[str, np.ndarray]) -> None:
+    def __init__(self, spec: Any, weights: dict[str, np.ndarray]) -> None:
         self.spec = spec
         self.names = list(spec.weight_shapes())
         self.params: dict[str, torch.Tensor] = {
@@ -38,58 +44,43 @@ class TorchModel:
             for name, shape in spec.weight_shapes().items()
         }
         self.set_weights(weights)
-        self._act = _ACTIVATIONS[spec.activation]
-        self._trunk_act = _ACTIVATIONS[spec.trunk_activation]
-        self._conv_act = _ACTIVATIONS[spec.conv_activation]
-        self._pi = [(self.params[f"{n}/kernel"], self.params[f"{n}/bias"]) for n in spec.pi_dense]
-        self._vf = [(self.params[f"{n}/kernel"], self.params[f"{n}/bias"]) for n in spec.vf_dense]
-        self._trunk = [
-            (self.params[f"{n}/kernel"], self.params[f"{n}/bias"]) for n in spec.trunk_dense
-        ]
-        self._convs = [
-            (self.params[f"{n}/kernel"], self.params[f"{n}/bias"], stride)
-            for n, stride in spec.convs
-        ]
-        self._pi_out = (self.params["pi/out/kernel"], self.params["pi/out/bias"])
-        self._vf_out = (
-            (self.params["vf/out/kernel"], self.params["vf/out/bias"]) if spec.use_value else None
-        )
-        self._log_std = self.params.get(spec.log_std_name) if spec.log_std_name else None
 
     def parameters(self) -> list[torch.Tensor]:
         """The trainable tensors, in neutral-name order."""
         return [self.params[name] for name in self.names]
 
-    def __call__(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def dense(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """`x @ kernel + bias` of the dense layer `name`."""
+        return torch.addmm(self.params[f"{name}/bias"], x, self.params[f"{name}/kernel"])
+
+    def mlp(self, x: torch.Tensor, prefix: str, num_hidden: int, activation: str,
+            out_name: str | None = "out") -> torch.Tensor:
+        """`prefix/fc_0 .. fc_{n-1}` with `activation`, then `prefix/out_name` (if given)."""
+        act = _ACTIVATIONS[activation]
+        for index in range(num_hidden):
+            x = act(self.dense(x, f"{prefix}/fc_{index}"))
+        return self.dense(x, f"{prefix}/{out_name}") if out_name else x
+
+    def conv_trunk(self, obs: torch.Tensor) -> torch.Tensor:
+        """Scales uint8 images, runs the conv layers (if any) and flattens, NHWC order."""
         x = obs
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
-        if self._convs:
+        convs = getattr(self.spec, "convs", [])
+        if convs:
+            act = _ACTIVATIONS[self.spec.conv_activation]
             x = x.permute(0, 3, 1, 2)
-            for kernel, bias, stride in self._convs:
-                x = self._conv_act(F.conv2d(x, kernel, bias, stride=stride))
+            for name, stride in convs:
+                x = act(F.conv2d(x, self.params[f"{name}/kernel"], self.params[f"{name}/bias"],
+                                 stride=stride))
             x = x.permute(0, 2, 3, 1)
-        x = x.reshape(x.shape[0], -1)
-        for kernel, bias in self._trunk:
-            x = self._trunk_act(torch.addmm(bias, x, kernel))
-        hidden = x
-        for kernel, bias in self._pi:
-            hidden = self._act(torch.addmm(bias, hidden, kernel))
-        dist_inputs = torch.addmm(self._pi_out[1], hidden, self._pi_out[0])
-        if self._log_std is not None:
-            dist_inputs = torch.cat([dist_inputs, self._log_std.expand_as(dist_inputs)], dim=-1)
-        if self._vf_out is None:
-            return dist_inputs, torch.zeros(x.shape[0])
-        value = x
-        for kernel, bias in self._vf:
-            value = self._act(torch.addmm(bias, value, kernel))
-        return dist_inputs, torch.addmm(self._vf_out[1], value, self._vf_out[0]).squeeze(-1)
+        return x.reshape(x.shape[0], -1)
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Neutral numpy weights (copies)."""
         return {name: _to_neutral(name, self.params[name]) for name in self.names}
 
-    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
         """Loads neutral numpy weights in place (names and shapes already validated)."""
         with torch.no_grad():
             for name in self.names:
@@ -105,6 +96,82 @@ class TorchModel:
     def from_neutral(self, name: str, array: np.ndarray) -> torch.Tensor:
         """Converts a neutral array for parameter `name` into a Torch-layout tensor."""
         return torch.from_numpy(_from_neutral(name, array).copy())
+
+
+class TorchModel(TorchParameters):
+    """Actor-critic: `model(obs) -> (dist_inputs, values)` for float or uint8 observation rows."""
+
+    def __init__(self, spec: ModelSpec, weights: dict[str, np.ndarray]) -> None:
+        super().__init__(spec, weights)
+        self._act = _ACTIVATIONS[spec.activation]
+        self._trunk_act = _ACTIVATIONS[spec.trunk_activation]
+        self._pi = [(self.params[f"{n}/kernel"], self.params[f"{n}/bias"]) for n in spec.pi_dense]
+        self._vf = [(self.params[f"{n}/kernel"], self.params[f"{n}/bias"]) for n in spec.vf_dense]
+        self._trunk = [
+            (self.params[f"{n}/kernel"], self.params[f"{n}/bias"]) for n in spec.trunk_dense
+        ]
+        self._pi_out = (self.params["pi/out/kernel"], self.params["pi/out/bias"])
+        self._vf_out = (
+            (self.params["vf/out/kernel"], self.params["vf/out/bias"]) if spec.use_value else None
+        )
+        self._log_std = self.params.get(spec.log_std_name) if spec.log_std_name else None
+
+    def __call__(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.conv_trunk(obs)
+        for kernel, bias in self._trunk:
+            x = self._trunk_act(torch.addmm(bias, x, kernel))
+        hidden = x
+        for kernel, bias in self._pi:
+            hidden = self._act(torch.addmm(bias, hidden, kernel))
+        dist_inputs = torch.addmm(self._pi_out[1], hidden, self._pi_out[0])
+        if self._log_std is not None:
+            dist_inputs = torch.cat([dist_inputs, self._log_std.expand_as(dist_inputs)], dim=-1)
+        if self._vf_out is None:
+            return dist_inputs, torch.zeros(x.shape[0])
+        value = x
+        for kernel, bias in self._vf:
+            value = self._act(torch.addmm(bias, value, kernel))
+        return dist_inputs, torch.addmm(self._vf_out[1], value, self._vf_out[0]).squeeze(-1)
+
+
+class TorchQModel(TorchParameters):
+    """Q-network: `model(obs) -> q_values` of shape (B, num_actions); dueling if the spec says."""
+
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        spec = self.spec
+        x = self.conv_trunk(obs)
+        if spec.is_cnn:
+            x = _ACTIVATIONS[spec.conv_activation](self.dense(x, "fc_0"))
+        if not spec.dueling:
+            return self.mlp(x, "q", len(spec.q_hiddens), spec.activation)
+        hidden = self.mlp(x, "q", len(spec.q_hiddens), spec.activation, out_name=None)
+        advantages = self.dense(hidden, "q/advantage/out")
+        value = self.dense(hidden, "q/value/out")
+        return value + advantages - advantages.mean(dim=1, keepdim=True)
+
+
+class TorchDeterministicActorCritic(TorchParameters):
+    """`model.actor(obs)` in [-1, 1]^A and `model.critics(obs, actions)` -> one Q per critic."""
+
+    def actor(self, obs: torch.Tensor) -> torch.Tensor:
+        x = self.conv_trunk(obs)
+        return torch.tanh(self.mlp(x, "pi", len(self.spec.hiddens), self.spec.activation))
+
+    def critics(self, obs: torch.Tensor, actions: torch.Tensor) -> list[torch.Tensor]:
+        x = torch.cat([self.conv_trunk(obs), actions.reshape(actions.shape[0], -1)], dim=-1)
+        return [self.mlp(x, name, len(self.spec.hiddens), self.spec.activation).squeeze(-1)
+                for name in self.spec.critic_names]
+
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor(obs)
+
+
+MODEL_CLASSES = {
+    "actor_critic": TorchModel,
+    "q": TorchQModel,
+    "deterministic_actor_critic": TorchDeterministicActorCritic,
+}
+"""The Torch model class of each model kind (`spec.kind`)."""
 
 
 def _is_conv_kernel(name: str) -> bool:

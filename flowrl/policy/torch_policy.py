@@ -1,7 +1,7 @@
 """`TorchPolicy`: the `Policy` interface on PyTorch (CPU).
 
-An algorithm does not subclass this by hand: `build_policy_class(name, framework="torch",
-loss_fn=...)` returns a thin subclass with the loss attached.
+An algorithm does not subclass this: its `PolicySpec` supplies the loss, model kind and action
+selection, and `spec.build(...)` constructs a `TorchPolicy` when `config.framework == "torch"`.
 """
 
 from __future__ import annotations
@@ -13,69 +13,65 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from flowrl.policy.models import plan_policy_model
+from flowrl.policy.models import action_distribution
 from flowrl.policy.policy import (
     Policy,
     Saveable,
     _check_sgd_args,
+    _check_tau,
     average_stats,
     raise_if_not_finite,
     seed_streams,
 )
 from flowrl.policy.sample_batch import SampleBatch
-from flowrl.policy.spaces import action_offset
 from flowrl.policy.torch_distributions import DISTRIBUTIONS
-from flowrl.policy.torch_models import TorchModel
-
-TorchLossFn = Callable[..., tuple[torch.Tensor, dict[str, Any]]]
+from flowrl.policy.torch_models import MODEL_CLASSES
 
 
 class TorchPolicy(Policy, Saveable):
-    """A `Policy` whose model, distributions, loss and Adam optimizer are Torch.
-
-    Class attributes set by `build_policy_class`: `loss_fn(policy, model, dist_class,
-    train_batch) -> (loss, stats)`, optional `stats_fn(policy, train_batch) -> stats`,
-    `postprocess_fn(policy, batch) -> batch` and `default_config`.
+    """A `Policy` whose model, loss and Adam optimizer are Torch; behaviour from its `PolicySpec`.
 
     Attributes:
-        model: the `TorchModel`; `model(obs) -> (dist_inputs, values)`.
-        dist_class: callable mapping `dist_inputs` to a `TorchDistribution`.
+        model: the Torch model of the spec's model kind (`TorchModel` for actor-critic:
+            `model(obs) -> (dist_inputs, values)`; `TorchQModel`: `model(obs) -> q_values`;
+            `TorchDeterministicActorCritic`: `model.actor(obs)`, `model.critics(obs, actions)`).
+        target_model: a second model of the same kind when the spec has a target network.
+        dist_class: actor-critic models: maps `dist_inputs` to a `TorchDistribution`.
         generator: the per-policy `torch.Generator` used for sampling and shuffling.
     """
 
     framework: ClassVar[str] = "torch"
-    loss_fn: ClassVar[TorchLossFn | None] = None
-    stats_fn: ClassVar[Callable[..., dict[str, Any]] | None] = None
 
-    def __init__(
-        self, observation_space: gym.Space, action_space: gym.Space, config: Mapping[str, Any]
-    ) -> None:
-        super().__init__(observation_space, action_space, config)
-        if self.config["num_threads"]:
-            torch.set_num_threads(int(self.config["num_threads"]))
-        rng, sampling_seed, shuffle_seed = seed_streams(self.config["seed"])
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space, config: Any,
+                 **options: Any) -> None:
+        super().__init__(observation_space, action_space, config, **options)
+        if self.num_threads:
+            torch.set_num_threads(int(self.num_threads))
+        rng, sampling_seed, shuffle_seed = seed_streams(self.seed)
         self.generator = torch.Generator()
         self.generator.manual_seed(sampling_seed)
         self._shuffle_generator = torch.Generator()
         self._shuffle_generator.manual_seed(shuffle_seed)
-        self.dist_name, self.dist_class, self.spec = plan_policy_model(
-            action_space, self.preprocessor.shape, self.config, DISTRIBUTIONS
-        )
-        self.model = TorchModel(self.spec, self.spec.initial_weights(rng))
-        self._weight_shapes = self.spec.weight_shapes()
+        self.dist_name, self.dist_class = None, None
+        if self.model_spec.kind == "actor_critic":
+            self.dist_name, self.dist_class = action_distribution(
+                action_space, self.config.model.free_log_std, DISTRIBUTIONS)
+        model_class = MODEL_CLASSES[self.model_spec.kind]
+        initial_weights = self.model_spec.initial_weights(rng)
+        self.model = model_class(self.model_spec, initial_weights)
+        self.target_model = (model_class(self.model_spec, initial_weights)
+                             if self.spec.target_network else None)
+        self._weight_shapes = self.model_spec.weight_shapes()
         self._optimizer: torch.optim.Adam | None = None
-        self._offset = action_offset(action_space)
 
     # ---- acting -------------------------------------------------------------------------------
 
-    def compute_actions(
-        self, obs_batch: Any, explore: bool = True
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        rows = self.preprocess(obs_batch)
-        if rows.dtype != np.uint8 and rows.dtype != np.float32:
-            rows = rows.astype(np.float32)
+    def sample_actions(self, obs_rows: np.ndarray,
+                       explore: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        if self.dist_class is None:
+            return super().sample_actions(obs_rows, explore)
         with torch.inference_mode():
-            dist_inputs, values = self.model(_tensor(rows))
+            dist_inputs, values = self.model(_tensor(obs_rows))
             dist = self.dist_class(dist_inputs)
             actions = dist.sample(self.generator) if explore else dist.deterministic_sample()
             logp = dist.logp(actions)
@@ -84,19 +80,33 @@ class TorchPolicy(Policy, Saveable):
             "action_dist_inputs": dist_inputs.numpy(),
             "vf_preds": values.numpy(),
         }
-        return self._to_env_actions(actions.numpy()), extras
+        return actions.numpy(), extras
 
-    def _to_env_actions(self, actions: np.ndarray) -> np.ndarray:
-        space = self.action_space
-        if isinstance(space, gym.spaces.Box):
-            return actions.reshape((len(actions),) + space.shape).astype(space.dtype, copy=False)
-        actions = actions + self._offset
-        return actions.reshape((len(actions),) + space.shape).astype(space.dtype, copy=False)
+    def compute_q_values(self, obs_rows: np.ndarray) -> np.ndarray:
+        if self.model_spec.kind != "q":
+            return super().compute_q_values(obs_rows)
+        with torch.inference_mode():
+            return self.model(_tensor(self._model_input(obs_rows))).numpy()
+
+    def compute_deterministic_actions(self, obs_rows: np.ndarray) -> np.ndarray:
+        if self.model_spec.kind != "deterministic_actor_critic":
+            return super().compute_deterministic_actions(obs_rows)
+        with torch.inference_mode():
+            return self.model.actor(_tensor(self._model_input(obs_rows))).numpy()
 
     def compute_values(self, obs_rows: np.ndarray) -> np.ndarray:
+        if self.model_spec.kind != "actor_critic":
+            return super().compute_values(obs_rows)
         with torch.inference_mode():
             _, values = self.model(_tensor(self._model_input(obs_rows)))
         return values.numpy()
+
+    def run_on_batch(self, fn: Callable[..., Mapping[str, Any]],
+                     batch: SampleBatch) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            outputs = fn(self, self._batch_to_tensors(batch))
+        return {name: value.detach().numpy() if isinstance(value, torch.Tensor)
+                else np.asarray(value) for name, value in outputs.items()}
 
     # ---- learning -----------------------------------------------------------------------------
 
@@ -161,18 +171,10 @@ class TorchPolicy(Policy, Saveable):
 
     def _backward(self, tensors: dict[str, torch.Tensor]) -> dict[str, float]:
         """Loss, backward, non-finite check and global-norm clipping; leaves grads in .grad."""
-        loss_fn = type(self).loss_fn
-        if loss_fn is None:
-            raise RuntimeError(
-                f"{type(self).__name__} has no loss; build a trainable class with "
-                "build_policy_class(..., loss_fn=...) or get_policy_class(algo)"
-            )
         params = self.model.parameters()
         for param in params:
             param.grad = None
-        loss, stats = loss_fn(self, self.model, self.dist_class, tensors)
-        if type(self).stats_fn is not None:
-            stats = {**stats, **type(self).stats_fn(self, tensors)}
+        loss, stats = self.loss_fn(self, tensors)
         loss.backward()
         for param in params:
             if param.grad is None:
@@ -182,10 +184,10 @@ class TorchPolicy(Policy, Saveable):
         values = {name: _scalar(value) for name, value in stats.items()}
         values.setdefault("total_loss", _scalar(loss))
         raise_if_not_finite(values, float(norm))
-        if self.config["grad_clip"]:
-            torch.nn.utils.clip_grads_with_norm_(params, float(self.config["grad_clip"]), norm)
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grads_with_norm_(params, float(self.config.grad_clip), norm)
         values["grad_gnorm"] = float(norm)
-        values["cur_lr"] = float(self.config["lr"])
+        values["cur_lr"] = self.lr
         return values
 
     def _batch_to_tensors(self, batch: SampleBatch) -> dict[str, torch.Tensor]:
@@ -200,6 +202,23 @@ class TorchPolicy(Policy, Saveable):
         self._check_weights(weights, self._weight_shapes)
         self.model.set_weights(dict(weights))
 
+    def get_target_weights(self) -> dict[str, np.ndarray]:
+        return self._target("read target weights").get_weights()
+
+    def update_target(self, tau: float = 1.0) -> None:
+        target = self._target("update the target network")
+        _check_tau(tau)
+        with torch.no_grad():
+            for name in self.model.names:
+                target.params[name].lerp_(self.model.params[name], float(tau))
+
+    def _target(self, what: str) -> Any:
+        if self.target_model is None:
+            raise ValueError(
+                f"Policy {self.spec.name!r} cannot {what}: it has no target network. Set "
+                f"target_network=True in its PolicySpec.")
+        return self.target_model
+
     @property
     def optimizer(self) -> torch.optim.Adam:
         """Adam over the model's parameters, created on first use.
@@ -209,8 +228,7 @@ class TorchPolicy(Policy, Saveable):
         """
         if self._optimizer is None:
             # The fused kernel is ~5x faster than the per-tensor loop for small CPU networks.
-            self._optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config["lr"],
-                                               fused=True)
+            self._optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr, fused=True)
         return self._optimizer
 
     def _set_learning_rate(self, lr: float) -> None:
@@ -229,10 +247,11 @@ class TorchPolicy(Policy, Saveable):
                 second[name] = self.model.to_neutral(name, state["exp_avg_sq"])
         return {
             "weights": self.get_weights(),
-            "optimizer": {"step": step, "lr": float(self.config["lr"]),
+            "optimizer": {"step": step, "lr": self.lr,
                           "exp_avg": first, "exp_avg_sq": second},
             "global_timestep": self.global_timestep,
             "coefficients": self._coefficient_values(),
+            **({"target_weights": self.get_target_weights()} if self.target_model else {}),
         }
 
     def set_state(self, state: Mapping[str, Any]) -> None:
@@ -247,9 +266,12 @@ class TorchPolicy(Policy, Saveable):
                     "exp_avg": self.model.from_neutral(name, optimizer["exp_avg"][name]),
                     "exp_avg_sq": self.model.from_neutral(name, optimizer["exp_avg_sq"][name]),
                 }
-        self.global_timestep = int(state["global_timestep"])
+        self.on_global_var_update({"timestep": int(state["global_timestep"])})
         for name, value in state["coefficients"].items():
             self.set_coefficient(name, value)
+        if self.target_model is not None and "target_weights" in state:
+            self._check_weights(state["target_weights"], self._weight_shapes)
+            self.target_model.set_weights(dict(state["target_weights"]))
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:

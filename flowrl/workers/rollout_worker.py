@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 
 from flowrl.iter import ParallelIteratorWorker
-from flowrl.policy import SampleBatch, concat_samples, trajectory_bounds
+from flowrl.policy import PolicySpec, SampleBatch, concat_samples, trajectory_bounds
 from flowrl.workers.episodes import EpisodeTracker
 
 BatchMode = Literal["truncate_episodes", "complete_episodes"]
@@ -62,7 +62,7 @@ class RolloutWorker(ParallelIteratorWorker):
     The sequence a plan drives, whether the worker is a Ray actor or in-process:
 
     ```python
-    worker = RolloutWorker(env_creator=creator, policy_class=cls, policy_config=cfg, ...)
+    worker = RolloutWorker(env_creator=creator, policy_spec=PPO_POLICY, config=config, ...)
     worker.set_weights(learner_weights)        # before each round of sampling
     batch = worker.sample()                    # rollout_fragment_length x num_envs steps
     episodes = worker.get_episode_stats()      # finished episodes since the last call
@@ -71,8 +71,8 @@ class RolloutWorker(ParallelIteratorWorker):
     Args:
         env_creator: `creator(env_config) -> gymnasium.Env`, resolved on the driver.
         env_config: passed to `env_creator`.
-        policy_class: a `flowrl.policy.Policy` class.
-        policy_config: the plain dict the policy reads.
+        policy_spec: the `PolicySpec` of the policy the worker acts with.
+        config: the algorithm's typed config (the policy reads it by attribute).
         observation_space: the env's observation space (read once on the driver).
         action_space: the env's action space.
         num_envs: envs stepped together as one vector env.
@@ -82,6 +82,8 @@ class RolloutWorker(ParallelIteratorWorker):
             episodes, carrying partial ones over to the next call.
         seed: run seed; each env and the policy derive their own seed from it.
         worker_index: 0 for the driver's local worker, 1..n for remote ones.
+        num_workers: how many remote workers the set has (per-worker exploration).
+        num_threads: the framework's intra-op threads in this process (None: its default).
     """
 
     def __init__(
@@ -89,8 +91,8 @@ class RolloutWorker(ParallelIteratorWorker):
         *,
         env_creator: Callable[[dict], gym.Env],
         env_config: dict | None,
-        policy_class: type,
-        policy_config: dict,
+        policy_spec: PolicySpec,
+        config: Any,
         observation_space: gym.Space,
         action_space: gym.Space,
         num_envs: int = 1,
@@ -98,6 +100,8 @@ class RolloutWorker(ParallelIteratorWorker):
         batch_mode: BatchMode = "truncate_episodes",
         seed: int | None = None,
         worker_index: int = 0,
+        num_workers: int = 0,
+        num_threads: int | None = None,
     ) -> None:
         self.env_creator = env_creator
         self.env_config = dict(env_config or {})
@@ -106,10 +110,10 @@ class RolloutWorker(ParallelIteratorWorker):
         self.batch_mode = batch_mode
         self.seed = seed
         self.worker_index = worker_index
-        config = dict(policy_config)
-        if seed is not None:
-            config["seed"] = int(seed) + worker_index
-        self.policy = policy_class(observation_space, action_space, config)
+        self.policy = policy_spec.build(
+            observation_space, action_space, config, worker_index=worker_index,
+            num_workers=num_workers, seed=None if seed is None else int(seed) + worker_index,
+            num_threads=num_threads)
         self.episodes = EpisodeTracker(num_envs=num_envs, worker_index=worker_index)
         self._env: gym.vector.VectorEnv | None = None
         self._raw_obs: Any = None

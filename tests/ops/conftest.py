@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from flowrl.config import from_dict
-from flowrl.plans import get_policy_class
 from flowrl.plans.a2c import A2CConfig
+from flowrl.plans.pg import PG_POLICY
 from flowrl.testing import CorridorEnv
 from flowrl.workers import WorkerSet
 
@@ -16,7 +16,7 @@ def make_workers(num_workers: int, **overrides) -> WorkerSet:
     config = from_dict(A2CConfig, {
         "num_workers": num_workers, "num_envs_per_worker": 2, "rollout_fragment_length": 5,
         "num_cpus_per_worker": 0, "seed": 1, "model": {"fcnet_hiddens": [8]}, **overrides})
-    return WorkerSet(env_creator=CorridorEnv, policy_class=get_policy_class("a2c", "torch"),
+    return WorkerSet(env_creator=CorridorEnv, policy_spec=PG_POLICY,
                      config=config)
 
 

@@ -25,7 +25,7 @@ def tiny_config(algo: str, **overrides) -> dict:
 
 @pytest.fixture(scope="session", autouse=True)
 def corridor_registered():
-    flowrl.register_env("corridor", lambda env_config: CorridorEnv(env_config))
+    flowrl.register_env("corridor", CorridorEnv)
     yield
 
 

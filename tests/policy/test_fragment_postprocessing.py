@@ -6,11 +6,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from flowrl.plans.pg import PG_POLICY
 from flowrl.policy import (
     SampleBatch,
     compute_gae_for_fragment,
     concat_samples,
-    get_policy_class,
     trajectory_bounds,
 )
 
@@ -43,7 +43,7 @@ def _per_piece(policy, columns):
 @pytest.mark.parametrize(("use_gae", "use_critic"), [(True, True), (False, True), (False, False)])
 def test_fragment_gae_matches_per_trajectory_gae(use_gae, use_critic):
     space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
-    policy = get_policy_class("pg")(space, gym.spaces.Discrete(2), {
+    policy = PG_POLICY.build(space, gym.spaces.Discrete(2), {
         "use_gae": use_gae, "use_critic": use_critic, "gamma": 0.9, "gae_lambda": 0.8,
         "seed": 0})
     rng = np.random.default_rng(0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 
@@ -70,7 +72,7 @@ def test_errors():
 class ConstantValuePolicy:
     """A fake policy: V(obs) = 10 * obs[0]."""
 
-    config = {"gamma": 1.0, "gae_lambda": 1.0, "use_gae": True, "use_critic": True}
+    config = types.SimpleNamespace(gamma=1.0, gae_lambda=1.0, use_gae=True, use_critic=True)
 
     def compute_values(self, obs_rows):
         return 10.0 * obs_rows[:, 0]

@@ -2,26 +2,43 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
 
-from flowrl.policy import SampleBatch, build_policy_class, get_policy_class, pg_loss_tf
+from flowrl.plans.pg import PG_POLICY
+from flowrl.policy import SampleBatch, pg_loss_tf
 
 pytestmark = pytest.mark.tf
 
-AC = {"use_critic": True, "use_gae": True, "gae_lambda": 0.95, "vf_loss_coeff": 0.5,
-      "entropy_coeff": 0.01}
+AC = {
+    "use_critic": True,
+    "use_gae": True,
+    "gae_lambda": 0.95,
+    "vf_loss_coeff": 0.5,
+    "entropy_coeff": 0.01,
+}
 CASES = {
-    "discrete_fc": (gym.spaces.Box(-np.inf, np.inf, (4,), np.float32), gym.spaces.Discrete(2),
-                    {**AC}),
-    "continuous_fc": (gym.spaces.Box(-1, 1, (3,), np.float32),
-                      gym.spaces.Box(-2, 2, (2,), np.float32),
-                      {**AC, "model": {"fcnet_hiddens": [32, 16], "fcnet_activation": "relu"}}),
+    "discrete_fc": (
+        gym.spaces.Box(-np.inf, np.inf, (4,), np.float32),
+        gym.spaces.Discrete(2),
+        {**AC},
+    ),
+    "continuous_fc": (
+        gym.spaces.Box(-1, 1, (3,), np.float32),
+        gym.spaces.Box(-2, 2, (2,), np.float32),
+        {**AC, "model": {"fcnet_hiddens": [32, 16], "fcnet_activation": "relu"}},
+    ),
     "continuous_free_log_std_shared": (
-        gym.spaces.Box(-1, 1, (3,), np.float32), gym.spaces.Box(-2, 2, (2,), np.float32),
-        {**AC, "model": {"free_log_std": True, "vf_share_layers": True,
-                         "fcnet_activation": "swish"}}),
+        gym.spaces.Box(-1, 1, (3,), np.float32),
+        gym.spaces.Box(-2, 2, (2,), np.float32),
+        {
+            **AC,
+            "model": {"free_log_std": True, "vf_share_layers": True, "fcnet_activation": "swish"},
+        },
+    ),
     "cnn": (gym.spaces.Box(0, 255, (36, 36, 3), np.uint8), gym.spaces.Discrete(3), {**AC}),
 }
 
@@ -29,8 +46,10 @@ CASES = {
 @pytest.fixture(scope="module", params=list(CASES))
 def pair(request):
     obs_space, action_space, config = CASES[request.param]
-    torch_policy = get_policy_class("pg", "torch")(obs_space, action_space, {**config, "seed": 0})
-    tf_policy = get_policy_class("pg", "tf")(obs_space, action_space, {**config, "seed": 99})
+    torch_policy = PG_POLICY.build(
+        obs_space, action_space, {"framework": "torch", **config, "seed": 0}
+    )
+    tf_policy = PG_POLICY.build(obs_space, action_space, {"framework": "tf", **config, "seed": 99})
     return request.param, torch_policy, tf_policy
 
 
@@ -42,9 +61,15 @@ def make_batch(policy, n=32, seed=0):
     else:
         raw = rng.normal(size=(n, *space.shape)).astype(np.float32)
     actions, extras = policy.compute_actions(raw)
-    batch = SampleBatch(obs=policy.preprocess(raw), new_obs=policy.preprocess(raw), actions=actions,
-                        rewards=rng.normal(size=n).astype(np.float32),
-                        terminateds=np.zeros(n, bool), truncateds=np.zeros(n, bool), **extras)
+    batch = SampleBatch(
+        obs=policy.preprocess(raw),
+        new_obs=policy.preprocess(raw),
+        actions=actions,
+        rewards=rng.normal(size=n).astype(np.float32),
+        terminateds=np.zeros(n, bool),
+        truncateds=np.zeros(n, bool),
+        **extras,
+    )
     return policy.postprocess_trajectory(batch)
 
 
@@ -71,8 +96,8 @@ def close(a, b):
 
 def test_same_seed_gives_same_initial_weights():
     obs_space, action_space, config = CASES["discrete_fc"]
-    a = get_policy_class("pg", "torch")(obs_space, action_space, {**config, "seed": 5})
-    b = get_policy_class("pg", "tf")(obs_space, action_space, {**config, "seed": 5})
+    a = PG_POLICY.build(obs_space, action_space, {"framework": "torch", **config, "seed": 5})
+    b = PG_POLICY.build(obs_space, action_space, {"framework": "tf", **config, "seed": 5})
     for name, value in a.get_weights().items():
         np.testing.assert_array_equal(value, b.get_weights()[name])
 
@@ -99,8 +124,10 @@ def test_torch_weights_in_tf_give_same_outputs_loss_and_gradients(pair):
 
 def test_tf_weights_load_back_into_torch(pair):
     _, torch_policy, tf_policy = pair
-    perturbed = {k: v + 0.01 * np.random.default_rng(1).normal(size=v.shape).astype(np.float32)
-                 for k, v in tf_policy.get_weights().items()}
+    perturbed = {
+        k: v + 0.01 * np.random.default_rng(1).normal(size=v.shape).astype(np.float32)
+        for k, v in tf_policy.get_weights().items()
+    }
     tf_policy.set_weights(perturbed)
     torch_policy.set_weights(tf_policy.get_weights())
     batch = make_batch(tf_policy, seed=3)
@@ -114,9 +141,12 @@ def _raw(policy, batch):
 
 def test_tf_learns_and_state_crosses_frameworks():
     obs_space, action_space, config = CASES["discrete_fc"]
-    torch_policy = get_policy_class("pg", "torch")(obs_space, action_space, {**config, "seed": 3})
-    tf_policy = get_policy_class("pg", "tf")(obs_space, action_space,
-                                             {**config, "seed": 3, "lr": 1e-2})
+    torch_policy = PG_POLICY.build(
+        obs_space, action_space, {"framework": "torch", **config, "seed": 3}
+    )
+    tf_policy = PG_POLICY.build(
+        obs_space, action_space, {"framework": "tf", **config, "seed": 3, "lr": 1e-2}
+    )
     batch = make_batch(tf_policy, n=64)
     first = tf_policy.learn_on_batch(batch)["policy_loss"]
     for _ in range(15):
@@ -144,7 +174,7 @@ def test_tf_learns_and_state_crosses_frameworks():
 
 def test_tf_coefficient_update_does_not_retrace():
     obs_space, action_space, config = CASES["discrete_fc"]
-    policy = get_policy_class("pg", "tf")(obs_space, action_space, {**config, "seed": 0})
+    policy = PG_POLICY.build(obs_space, action_space, {"framework": "tf", **config, "seed": 0})
     batch = make_batch(policy)
     policy.learn_on_batch(batch)
     policy.learn_on_batch(batch[:10])
@@ -153,7 +183,8 @@ def test_tf_coefficient_update_does_not_retrace():
     (fn,) = policy._train_fns.values()
     assert fn.experimental_get_tracing_count() == 1
     assert stats["total_loss"] == pytest.approx(
-        stats["policy_loss"] - 0.5 * stats["entropy"] + 0.5 * stats["vf_loss"], rel=1e-4)
+        stats["policy_loss"] - 0.5 * stats["entropy"] + 0.5 * stats["vf_loss"], rel=1e-4
+    )
     policy.compute_actions(np.zeros((3, 4), np.float32))
     policy.compute_actions(np.zeros((7, 4), np.float32), explore=False)
     assert policy._actions_fn.experimental_get_tracing_count() == 1
@@ -161,15 +192,19 @@ def test_tf_coefficient_update_does_not_retrace():
         policy.learn_on_batch(SampleBatch({**batch, "actions": np.full(len(batch), 5)}))
 
 
-def nan_loss_tf(policy, model, dist_class, batch):
-    loss, stats = pg_loss_tf(policy, model, dist_class, batch)
+def nan_loss_tf(policy, batch):
+    loss, stats = pg_loss_tf(policy, batch)
     return loss * float("nan"), stats
 
 
 def test_tf_nan_loss_raises_without_updating():
-    cls = build_policy_class("NanTF", framework="tf", loss_fn=nan_loss_tf)
+    spec = dataclasses.replace(PG_POLICY, name="nan", tf_loss=nan_loss_tf)
     obs_space, action_space, _ = CASES["discrete_fc"]
-    policy = cls(obs_space, action_space, {"seed": 0, "use_critic": False, "use_gae": False})
+    policy = spec.build(
+        obs_space,
+        action_space,
+        {"framework": "tf", "seed": 0, "use_critic": False, "use_gae": False},
+    )
     before = policy.get_weights()
     with pytest.raises(FloatingPointError, match="non-finite loss or gradient.*Lower lr"):
         policy.learn_on_batch(make_batch(policy, n=8))

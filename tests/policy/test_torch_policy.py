@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
 import subprocess
 import sys
 
@@ -9,7 +11,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from flowrl.policy import SampleBatch, build_policy_class, get_policy_class, pg_loss_torch
+from flowrl.plans.pg import PG_POLICY
+from flowrl.policy import PolicySpec, SampleBatch, pg_loss_torch
 
 CARTPOLE_OBS = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
 AC_CONFIG = {"use_critic": True, "use_gae": True, "gae_lambda": 0.95, "seed": 0}
@@ -19,7 +22,7 @@ TWO_ACTIONS = gym.spaces.Discrete(2)
 
 
 def pg(obs_space=CARTPOLE_OBS, action_space=TWO_ACTIONS, **config):
-    return get_policy_class("pg", "torch")(obs_space, action_space, {"seed": 0, **config})
+    return PG_POLICY.build(obs_space, action_space, {"seed": 0, **config})
 
 
 def rollout(policy, n=64, seed=0):
@@ -138,10 +141,12 @@ def test_lr_schedule_and_coefficients():
     policy.on_global_var_update({"timestep": 50})
     assert policy.optimizer.param_groups[0]["lr"] == pytest.approx(5.5e-4)
     assert policy.learn_on_batch(rollout(policy))["cur_lr"] == pytest.approx(5.5e-4)
-    assert policy.coefficient_names == ["entropy_coeff", "vf_loss_coeff"]
-    with pytest.raises(ValueError, match="unknown loss coefficient name='kl_coeff'"):
-        policy.get_coefficient("kl_coeff")
-    assert pg(kl_coeff=0.2).get_coefficient("kl_coeff") == 0.2
+    # Only the fields the PolicySpec declares are mutable coefficients; no naming magic.
+    assert policy.coefficient_names == ["entropy_coeff"]
+    with pytest.raises(ValueError, match="unknown loss coefficient name='vf_loss_coeff'"):
+        policy.get_coefficient("vf_loss_coeff")
+    with pytest.raises(ValueError, match="kl_coeff"):
+        pg(kl_coeff=0.2)
 
 
 def test_error_messages():
@@ -155,28 +160,29 @@ def test_error_messages():
         policy.learn_on_batch(batch)
     with pytest.raises(ValueError, match="unsupported observation_space=Text"):
         pg(obs_space=gym.spaces.Text(4))
-    with pytest.raises(ValueError, match="unknown model config key 'fcnet_hidden'; did you mean "
-                                         "'fcnet_hiddens'"):
+    with pytest.raises(ValueError, match="model.fcnet_hidden.*Did you mean 'model.fcnet_hiddens'"):
         pg(model={"fcnet_hidden": [32]})
-    with pytest.raises(ValueError, match=r"unknown algorithm algo='nope'; registered: \[.*'pg'"):
-        get_policy_class("nope")
-    with pytest.raises(ValueError, match=r"valid frameworks: \['torch', 'tf'\]"):
-        get_policy_class("pg", "jax")
+    with pytest.raises(ValueError, match=r"framework must be one of 'torch', 'tf'"):
+        pg(framework="jax")
+    with pytest.raises(TypeError, match=r"needs a typed config object"):
+        PolicySpec(name="bare", torch_loss=pg_loss_torch).build(CARTPOLE_OBS, TWO_ACTIONS, {})
     with pytest.raises(ValueError, match="weight 'pi/out/bias' has shape"):
         policy.set_weights({**policy.get_weights(), "pi/out/bias": np.zeros(3, np.float32)})
     with pytest.raises(ValueError, match=r"missing=\['pi/out/bias'\]"):
         policy.set_weights({k: v for k, v in policy.get_weights().items() if k != "pi/out/bias"})
 
 
-def nan_loss(policy, model, dist_class, batch):
-    loss, stats = pg_loss_torch(policy, model, dist_class, batch)
+def nan_loss(policy, batch):
+    loss, stats = pg_loss_torch(policy, batch)
     return loss * float("nan"), stats
 
 
+NAN_POLICY = dataclasses.replace(PG_POLICY, name="nan", torch_loss=nan_loss)
+
+
 def test_nan_loss_raises_floating_point_error_without_updating():
-    cls = build_policy_class("NanPolicy", framework="torch", loss_fn=nan_loss)
-    policy = cls(CARTPOLE_OBS, gym.spaces.Discrete(2), {"seed": 0, "use_critic": False,
-                                                         "use_gae": False})
+    policy = NAN_POLICY.build(CARTPOLE_OBS, gym.spaces.Discrete(2),
+                              {"seed": 0, "use_critic": False, "use_gae": False})
     before = policy.get_weights()
     with pytest.raises(FloatingPointError) as info:
         policy.learn_on_batch(rollout(policy, n=4))
@@ -191,8 +197,18 @@ def test_import_is_cheap_and_ray_free():
             "print(sorted(m for m in ('torch', 'tensorflow', 'ray') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-    code = ("import sys, flowrl.policy as p, gymnasium as g; p.get_policy_class('pg')"
-            "(g.spaces.Box(-1, 1, (2,)), g.spaces.Discrete(2), {});"
+    code = ("import sys, gymnasium as g; from flowrl.plans.pg import PG_POLICY;"
+            "PG_POLICY.build(g.spaces.Box(-1, 1, (2,)), g.spaces.Discrete(2), {});"
             "print('ray' in sys.modules, 'tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+def test_policy_and_spec_pickle_with_plain_pickle():
+    policy = pg(**AC_CONFIG)
+    policy.learn_on_batch(rollout(policy))
+    clone = pickle.loads(pickle.dumps(policy))
+    assert type(clone) is type(policy) and clone.config == policy.config
+    obs = np.random.default_rng(3).normal(size=(8, 4)).astype(np.float32)
+    np.testing.assert_array_equal(policy.compute_values(obs), clone.compute_values(obs))
+    assert pickle.loads(pickle.dumps(PG_POLICY)).torch_loss is pg_loss_torch

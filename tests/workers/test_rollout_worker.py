@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flowrl.plans import get_policy_class
+from flowrl.config import from_dict
+from flowrl.plans.a2c import A2CConfig
+from flowrl.plans.pg import PG_POLICY
+from flowrl.plans.ppo import PPO_POLICY, PPOConfig
 from flowrl.testing import CorridorEnv
 from flowrl.workers import RolloutWorker
 
@@ -13,11 +16,11 @@ from flowrl.workers import RolloutWorker
 def make_worker(*, num_envs=2, fragment=7, batch_mode="truncate_episodes", seed=0, **env):
     env_config = {"length": 3, "max_steps": 4, **env}
     probe = CorridorEnv(env_config)
-    config = {"gamma": 0.9, "gae_lambda": 1.0, "use_gae": True, "use_critic": True,
-              "model": {"fcnet_hiddens": [8]}}
+    config = from_dict(A2CConfig, {"gamma": 0.9, "gae_lambda": 1.0, "use_gae": True,
+                                   "use_critic": True, "model": {"fcnet_hiddens": [8]}})
     return RolloutWorker(
         env_creator=CorridorEnv, env_config=env_config,
-        policy_class=get_policy_class("a2c", "torch"), policy_config=config,
+        policy_spec=PG_POLICY, config=config,
         observation_space=probe.observation_space, action_space=probe.action_space,
         num_envs=num_envs, rollout_fragment_length=fragment, batch_mode=batch_mode,
         seed=seed, worker_index=1,
@@ -109,7 +112,7 @@ def _worker_kwargs():
     worker = make_worker()
     probe = CorridorEnv({"length": 3, "max_steps": 4})
     return dict(env_creator=CorridorEnv, env_config={"length": 3, "max_steps": 4},
-                policy_class=type(worker.policy), policy_config=dict(worker.policy.config),
+                policy_spec=worker.policy.spec, config=worker.policy.config,
                 observation_space=probe.observation_space, action_space=probe.action_space,
                 num_envs=2, rollout_fragment_length=7, seed=0, worker_index=1)
 
@@ -120,7 +123,7 @@ def test_box_actions_are_clipped_for_the_env_but_kept_for_learning():
     env = gym.make("Pendulum-v1")
     worker = RolloutWorker(
         env_creator=lambda cfg: gym.make("Pendulum-v1"), env_config={},
-        policy_class=get_policy_class("ppo", "torch"), policy_config={"seed": 0},
+        policy_spec=PPO_POLICY, config=PPOConfig(seed=0),
         observation_space=env.observation_space, action_space=env.action_space,
         num_envs=2, rollout_fragment_length=4, seed=0, worker_index=1)
     assert worker._env_actions(np.array([[5.0], [-5.0]], dtype=np.float32)).tolist() == [
