@@ -7,11 +7,12 @@ Usage::
     flowrl list
     flowrl plan --run PPO --format dot --output ppo.dot
 
-``flowrl train`` parses in two phases: it first reads ``--run`` and then builds its parser from
-that algorithm's config class, with one ``--<field>`` flag per config field (the CLI never
-mirrors a config by hand). Config sources are merged in this order, later ones winning:
-``--config-file`` < ``--config`` JSON < per-field flags; the result is validated by
-:func:`flowrl.config.from_dict` before anything starts.
+The command's own options (``--run``, ``--env``, ``--stop``, ...) are parsed here with argparse;
+every other ``--<field>`` flag of ``flowrl train`` and ``flowrl plan`` belongs to the algorithm's
+config and is generated from its dataclass by tyro (:mod:`flowrl.config_flags`), help text from
+the field docstrings. Config sources are merged in this order, later ones winning:
+``--config-file`` < ``--config`` JSON < per-field flags; the typed config is built once, before
+anything starts, and handed to the trainer as it is.
 
 This module is the only place in flowrl that changes process-wide state: the ``flowrl`` logger's
 level (``--verbose``) and, while training, SIGTERM handling (turned into a Ctrl-C).
@@ -20,23 +21,19 @@ level (``--verbose``) and, while training, SIGTERM handling (turned into a Ctrl-
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
-import dataclasses
 import difflib
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
-import types
-import typing
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any
 
 from flowrl import config as config_lib
 
@@ -45,26 +42,6 @@ __all__ = ["CommandError", "main"]
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-
-# Options of `flowrl train` itself; a config field with one of these names gets no flag of its
-# own (set it with --config instead).
-_TRAIN_OPTIONS = frozenset(
-    {
-        "run",
-        "env",
-        "config",
-        "config_file",
-        "stop",
-        "local_mode",
-        "address",
-        "checkpoint_dir",
-        "restore",
-        "verbose",
-        "help",
-    }
-)
-_FIELD_DEST_PREFIX = "field__"
-
 
 class CommandError(Exception):
     """Bad command-line input (or a missing component): printed without a traceback."""
@@ -80,14 +57,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     Bad input (bad JSON, an unknown config key, algorithm or environment, a wrong value type)
     prints one paragraph to stderr and returns 2; ``--help`` returns 0.
     """
-    argv = _normalize_flag_names(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else ""
     try:
-        spec = _peek_algorithm(argv[1:]) if command == "train" else None
-        args = _build_parser(spec).parse_args(argv)
+        parser = _build_parser()
+        args, config_flags = parser.parse_known_args(argv)
         if args.command is None:
-            _build_parser(None).print_help(sys.stderr)
+            parser.print_help(sys.stderr)
             return EXIT_USAGE
+        if config_flags and args.command not in ("train", "plan"):
+            raise CommandError(f"unrecognized arguments: {' '.join(config_flags)}")
+        args.config_flags = config_flags
         handlers = {"train": _train, "list": _list, "plan": _plan, "rollout": _rollout}
         return handlers[args.command](args)
     except CommandError as error:
@@ -103,8 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 # =============================================================================================
 
 
-def _build_parser(spec: tuple[str, Any] | None) -> argparse.ArgumentParser:
-    """The full parser; ``spec`` (key, AlgorithmSpec) adds that algorithm's config flags."""
+def _build_parser() -> argparse.ArgumentParser:
+    """The command's own options; config flags are left over for :mod:`flowrl.config_flags`."""
     from flowrl import __version__
 
     parser = argparse.ArgumentParser(
@@ -114,7 +94,7 @@ def _build_parser(spec: tuple[str, Any] | None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"flowrl {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_train_parser(commands, spec)
+    _add_train_parser(commands)
     commands.add_parser(
         "list",
         help="List the built-in algorithms.",
@@ -126,27 +106,30 @@ def _build_parser(spec: tuple[str, Any] | None) -> argparse.ArgumentParser:
     return parser
 
 
-def _add_train_parser(commands: Any, spec: tuple[str, Any] | None) -> None:
+def _add_train_parser(commands: Any) -> None:
     train = commands.add_parser(
         "train",
         help="Train an algorithm on an environment.",
         description="Train an algorithm on an environment until the --stop criteria are met "
-        "(or until Ctrl-C when none are given).",
-        epilog=_train_epilog(spec),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "(or until Ctrl-C when none are given). Every run writes a run directory (config, "
+        "progress.csv, result.json, TensorBoard events, periodic checkpoints).",
+        epilog="Config flags: add --run ALGO before --help to list that algorithm's config "
+        "fields as flags (e.g. `flowrl train --run PPO --help`). Precedence: --config-file < "
+        "--config < per-field flags.",
+        add_help=False,
         allow_abbrev=False,
     )
+    _add_help_option(train)
     train.add_argument(
         "--run",
-        required=True,
         metavar="ALGO",
-        help="Algorithm name, case-insensitive (see `flowrl list`).",
+        help="Algorithm name, case-insensitive (see `flowrl list`). Required.",
     )
     train.add_argument(
         "--env",
-        required=True,
         metavar="ENV",
-        help="A name registered with flowrl.register_env or a gymnasium id, e.g. CartPole-v1.",
+        help="A name registered with flowrl.register_env or a gymnasium id, e.g. CartPole-v1. "
+        "Required.",
     )
     _add_config_source_options(train)
     train.add_argument(
@@ -165,8 +148,30 @@ def _add_train_parser(commands: Any, spec: tuple[str, Any] | None) -> None:
         metavar="ADDR",
         help="Join the Ray cluster at ADDR instead of starting a local one.",
     )
-    train.add_argument("--checkpoint-dir", metavar="DIR", help="Directory to write checkpoints to.")
+    train.add_argument(
+        "--checkpoint-dir", metavar="DIR", help="Directory to write the final checkpoint to."
+    )
     train.add_argument("--restore", metavar="PATH", help="Checkpoint to restore before training.")
+    train.add_argument(
+        "--log-dir",
+        metavar="DIR",
+        help="Run directory for the records (default: results/<algo>_<env>_<timestamp>).",
+    )
+    train.add_argument(
+        "--checkpoint-freq",
+        type=int,
+        default=10,
+        metavar="N",
+        help="Save a checkpoint in the run directory every N iterations; 0 = never "
+        "(default: 10).",
+    )
+    train.add_argument(
+        "--keep-checkpoints-num",
+        type=int,
+        default=3,
+        metavar="N",
+        help="Keep only the N most recent periodic checkpoints (default: 3).",
+    )
     train.add_argument(
         "--verbose",
         type=int,
@@ -174,18 +179,28 @@ def _add_train_parser(commands: Any, spec: tuple[str, Any] | None) -> None:
         metavar="N",
         help="0: warnings only, 1: progress (default), 2: debug logging.",
     )
-    if spec is not None:
-        _add_field_options(train, spec)
+
+
+def _add_help_option(parser: argparse.ArgumentParser) -> None:
+    """``-h/--help`` that the command handles: with ``--run`` it adds the config flags' help."""
+    parser.set_defaults(parser=parser)
+    parser.add_argument(
+        "-h", "--help", action="store_true", help="Show this help (with --run: and the config "
+        "flags of that algorithm) and exit."
+    )
 
 
 def _add_plan_parser(commands: Any) -> None:
     plan = commands.add_parser(
         "plan",
         help="Print an algorithm's dataflow plan as a graph, without running it.",
-        description="Build an algorithm's plan without running it and print its graph.",
+        description="Build an algorithm's plan without running it and print its graph. Config "
+        "flags work as in `flowrl train` (`flowrl plan --run ALGO --help` lists them).",
+        add_help=False,
         allow_abbrev=False,
     )
-    plan.add_argument("--run", required=True, metavar="ALGO", help="Algorithm name.")
+    _add_help_option(plan)
+    plan.add_argument("--run", metavar="ALGO", help="Algorithm name. Required.")
     plan.add_argument(
         "--env",
         default="CartPole-v1",
@@ -213,6 +228,9 @@ def _add_rollout_parser(commands: Any) -> None:
     rollout.add_argument("checkpoint", metavar="CHECKPOINT", help="A path Trainer.save returned.")
     rollout.add_argument("--episodes", type=int, default=10, metavar="N",
                          help="Episodes to run (default: 10).")
+    rollout.add_argument("--env-module", metavar="MODULE",
+                         help="For a custom env: a module name or .py path to import first, "
+                         "whose flowrl.register_env call registers the checkpoint's env.")
 
 
 def _add_config_source_options(parser: argparse.ArgumentParser) -> None:
@@ -229,133 +247,74 @@ def _add_config_source_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_field_options(parser: argparse.ArgumentParser, spec: tuple[str, Any]) -> None:
-    """One ``--<field>`` option per config field, help text from the field's docstring."""
-    _, algorithm = spec
-    config_class = algorithm.config_class
-    docs = config_lib.field_docs(config_class)
-    hints = typing.get_type_hints(config_class)
-    group = parser.add_argument_group(
-        f"{algorithm.name} config ({config_class.__name__})",
-        "Each flag overrides the same key of --config and --config-file. Values are parsed as "
-        "JSON (true, null, [64, 64], {...}); text fields take the text as is.",
-    )
-    for field in dataclasses.fields(config_class):
-        if not field.init or field.name in _TRAIN_OPTIONS:
-            continue
-        annotation = hints[field.name]
-        default = _field_default_text(field)
-        doc = docs.get(field.name) or "(undocumented)"
-        kind = "" if get_origin(annotation) is Literal else f"{config_lib.type_name(annotation)}; "
-        help_text = f"{doc} [{kind}default: {default}]"
-        group.add_argument(
-            "--" + field.name.replace("_", "-"),
-            dest=_FIELD_DEST_PREFIX + field.name,
-            metavar=_metavar(annotation),
-            default=argparse.SUPPRESS,
-            help=help_text.replace("%", "%%"),
-        )
-
-
-def _train_epilog(spec: tuple[str, Any] | None) -> str:
-    if spec is None:
-        return (
-            "Add --run ALGO before --help to list that algorithm's config fields as flags, e.g.\n"
-            "  flowrl train --run PPO --help\n"
-            "Precedence: --config-file < --config < per-field flags."
-        )
-    _, algorithm = spec
-    lines = ["Precedence: --config-file < --config < per-field flags.", ""]
-    for field in dataclasses.fields(algorithm.config_class):
-        nested = typing.get_type_hints(algorithm.config_class)[field.name]
-        if isinstance(nested, type) and dataclasses.is_dataclass(nested):
-            lines.append(
-                f"{field.name} settings, given as --{field.name.replace('_', '-')} JSON or "
-                f"--config '{{\"{field.name}\": {{...}}}}' (merged over the defaults):"
-            )
-            docs = config_lib.field_docs(nested)
-            for sub in dataclasses.fields(nested):
-                lines.append(f"  {sub.name} [default: {_field_default_text(sub)}]")
-                lines.append(f"      {docs.get(sub.name, '')}")
-            lines.append("")
-    example = f"flowrl train --run {algorithm.name} --env CartPole-v1 --num-workers 2"
-    lines.append(f"Example:\n  {example} --stop '{{\"training_iteration\": 10}}'")
-    return "\n".join(lines)
-
-
-def _field_default_text(field: dataclasses.Field) -> str:
-    if field.default is not dataclasses.MISSING:
-        value = field.default
-    elif field.default_factory is not dataclasses.MISSING:
-        value = field.default_factory()
-    else:
-        return "required"
-    if dataclasses.is_dataclass(value):
-        return f"the {type(value).__name__} defaults listed below"
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def _metavar(annotation: Any) -> str:
-    options = [arg for arg in get_args(annotation) if arg is not type(None)]
-    if get_origin(annotation) in (Union, types.UnionType) and len(options) == 1:
-        annotation = options[0]
-    if get_origin(annotation) is Literal:
-        return "{" + ",".join(str(choice) for choice in get_args(annotation)) + "}"
-    simple = {bool: "BOOL", int: "INT", float: "FLOAT", str: "TEXT"}
-    return simple.get(annotation, "JSON")
-
-
-def _normalize_flag_names(argv: list[str]) -> list[str]:
-    """Accepts ``--train_batch_size`` as well as ``--train-batch-size`` (values are untouched)."""
-    normalized = []
-    for token in argv:
-        if token.startswith("--"):
-            name, separator, value = token.partition("=")
-            token = name.replace("_", "-") + separator + value
-        normalized.append(token)
-    return normalized
-
-
 # =============================================================================================
 # Commands
 # =============================================================================================
 
 
 def _train(args: argparse.Namespace) -> int:
-    key, algorithm = _resolve_algorithm(args.run)
-    overrides = _collect_overrides(args, algorithm.config_class)
-    _validate_environment(args.env)
+    if args.help:
+        return _print_help(args)
+    key, algorithm = _resolve_algorithm(_required(args.run, "--run", "--run PPO"))
+    env = _required(args.env, "--env", "--env CartPole-v1")
+    config = _build_config(args, algorithm)
+    _validate_environment(env, config.env_config)
     stop = _parse_stop(args.stop)
     if args.restore is not None and not Path(args.restore).exists():
         raise CommandError(
             f"--restore names a checkpoint that does not exist: restore={args.restore!r}. "
             f"Pass the path of a checkpoint written with --checkpoint-dir."
         )
+    for option, value in (("--checkpoint-freq", args.checkpoint_freq),
+                          ("--keep-checkpoints-num", args.keep_checkpoints_num)):
+        if value < 0:
+            raise CommandError(f"{option} must be >= 0; got {value}. Use 0 to turn it off.")
     _configure_logging(args.verbose)
     trainer = _trainer_module()
     if args.verbose >= 1:
         until = json.dumps(stop) if stop else "Ctrl-C (no --stop given)"
-        print(f"Training {algorithm.name} on {args.env} until {until}.", flush=True)
+        print(f"Training {algorithm.name} on {env} until {until}.", flush=True)
     try:
         with _sigterm_as_keyboard_interrupt():
             result = trainer.run(
                 key,
-                args.env,
-                config=overrides,
+                env,
+                config=config,
                 stop=stop,
                 local_mode=args.local_mode,
                 checkpoint_dir=args.checkpoint_dir,
                 verbose=args.verbose,
                 address=args.address,
                 restore=args.restore,
+                log_dir=args.log_dir,
+                checkpoint_freq=args.checkpoint_freq,
+                keep_checkpoints_num=args.keep_checkpoints_num,
             )
-    except KeyboardInterrupt:
-        where = f" Checkpoints are in {args.checkpoint_dir}." if args.checkpoint_dir else ""
-        print(f"\nTraining interrupted; stopped cleanly.{where}", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        _report_interrupt(interrupt)
         return EXIT_OK
+    except _restore_error_type(trainer) as error:
+        raise CommandError(
+            f"--restore {args.restore}: {error} Pass --run with the checkpoint's algorithm, or "
+            f"a checkpoint written by {algorithm.name}."
+        ) from None
     if args.verbose >= 1:
         _print_result(result)
     return EXIT_OK
+
+
+def _report_interrupt(interrupt: KeyboardInterrupt) -> None:
+    """Says where the checkpoint is only when one was written (run() sets its path)."""
+    checkpoint = getattr(interrupt, "checkpoint", None)
+    if checkpoint and os.path.isdir(checkpoint):
+        print(f"\nTraining interrupted; saved a checkpoint at {checkpoint}.", file=sys.stderr)
+    else:
+        print("\nTraining interrupted; stopped cleanly (no checkpoint was saved).",
+              file=sys.stderr)
+
+
+def _restore_error_type(trainer: ModuleType) -> type[BaseException] | tuple[()]:
+    return getattr(trainer, "RestoreError", ())
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -369,10 +328,12 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    key, algorithm = _resolve_algorithm(args.run)
-    overrides = _collect_overrides(args, algorithm.config_class)
-    _validate_environment(args.env)
-    plan = _trainer_module().build_plan_preview(key, args.env, config=overrides)
+    if args.help:
+        return _print_help(args)
+    key, algorithm = _resolve_algorithm(_required(args.run, "--run", "--run PPO"))
+    config = _build_config(args, algorithm)
+    _validate_environment(args.env, config.env_config)
+    plan = _trainer_module().build_plan_preview(key, args.env, config=config)
     if args.format == "text":
         rendered = repr(plan)
     else:
@@ -390,7 +351,8 @@ def _rollout(args: argparse.Namespace) -> int:
         raise CommandError(f"--episodes must be at least 1, got {args.episodes}.")
     try:
         trainer = _trainer_module().Trainer.from_checkpoint(
-            args.checkpoint, local_mode=True, config={"num_workers": 0}
+            args.checkpoint, local_mode=True, config={"num_workers": 0},
+            env_module=args.env_module,
         )
     except (FileNotFoundError, ValueError) as error:
         raise CommandError(str(error)) from None
@@ -453,12 +415,27 @@ def _trainer_module() -> ModuleType:
         ) from None
 
 
-def _peek_algorithm(argv: Sequence[str]) -> tuple[str, Any] | None:
-    """Phase one of `flowrl train`: finds ``--run`` so phase two can add its config flags."""
-    peek = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    peek.add_argument("--run")
-    known, _ = peek.parse_known_args(argv)
-    return None if known.run is None else _resolve_algorithm(known.run)
+def _required(value: str | None, option: str, example: str) -> str:
+    if not value:
+        raise CommandError(f"{option} is required, e.g. {example}. Run with --help for the rest.")
+    return value
+
+
+def _print_help(args: argparse.Namespace) -> int:
+    """The command's options, then (given --run) the algorithm's config flags from tyro."""
+    print(args.parser.format_help())
+    if args.run:
+        _, algorithm = _resolve_algorithm(args.run)
+        overrides = _collect_overrides(args)
+        print(_config_flags().config_help(
+            algorithm.config_class, overrides,
+            command=f"flowrl {args.command} --run {algorithm.name}"))
+    return EXIT_OK
+
+
+def _config_flags() -> ModuleType:
+    """flowrl.config_flags, imported on first use (tyro takes a moment to import)."""
+    return importlib.import_module("flowrl.config_flags")
 
 
 def _resolve_algorithm(name: str) -> tuple[str, Any]:
@@ -476,8 +453,8 @@ def _resolve_algorithm(name: str) -> tuple[str, Any]:
     )
 
 
-def _collect_overrides(args: argparse.Namespace, config_class: type) -> dict[str, Any]:
-    """Merges --config-file < --config < per-field flags and validates the result."""
+def _collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Merges --config-file < --config (the per-field flags come on top, in _build_config)."""
     overrides: dict[str, Any] = {}
     if args.config_file:
         try:
@@ -487,18 +464,19 @@ def _collect_overrides(args: argparse.Namespace, config_class: type) -> dict[str
         _merge_into(overrides, file_overrides)
     if args.config:
         _merge_into(overrides, _parse_json_object(args.config, "--config", '{"lr": 0.001}'))
-    hints = typing.get_type_hints(config_class)
-    for dest, raw in vars(args).items():
-        if dest.startswith(_FIELD_DEST_PREFIX):
-            name = dest.removeprefix(_FIELD_DEST_PREFIX)
-            _merge_into(overrides, {name: _parse_flag_value(raw, hints[name])})
+    return overrides
+
+
+def _build_config(args: argparse.Namespace, algorithm: Any) -> Any:
+    """The algorithm's typed config from every source, built once; errors become usage errors."""
+    overrides = _collect_overrides(args)
     try:
-        with warnings.catch_warnings():  # shown once, when the trainer builds the config
-            warnings.simplefilter("ignore")
-            config_lib.from_dict(config_class, overrides)
+        return _config_flags().parse_config_flags(
+            algorithm.config_class, args.config_flags, overrides,
+            command=f"flowrl {args.command} --run {algorithm.name}",
+        )
     except (TypeError, ValueError) as error:
         raise CommandError(str(error)) from None
-    return overrides
 
 
 def _merge_into(overrides: dict[str, Any], new: Mapping[str, Any]) -> None:
@@ -508,26 +486,6 @@ def _merge_into(overrides: dict[str, Any], new: Mapping[str, Any]) -> None:
             overrides[key] = {**overrides[key], **value}
         else:
             overrides[key] = value
-
-
-def _parse_flag_value(raw: str, annotation: Any) -> Any:
-    """Parses one flag's text for a field: JSON (or a Python literal); text fields take text."""
-    options = [arg for arg in get_args(annotation) if arg is not type(None)]
-    nullable = type(None) in get_args(annotation)
-    if nullable and raw.strip().lower() in ("none", "null"):
-        return None
-    inner = options[0] if nullable and len(options) == 1 else annotation
-    choices = get_args(inner) if get_origin(inner) is Literal else ()
-    if inner is str or (choices and all(isinstance(choice, str) for choice in choices)):
-        return raw
-    for parse in (json.loads, ast.literal_eval):
-        try:
-            return parse(raw)
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            continue
-    if raw.strip().lower() in ("true", "false"):
-        return raw.strip().lower() == "true"
-    return raw  # from_dict reports the type mismatch with the field's name
 
 
 def _parse_json_object(text: str, option: str, example: str) -> dict[str, Any]:
@@ -550,6 +508,8 @@ def _parse_json_object(text: str, option: str, example: str) -> dict[str, Any]:
 def _parse_stop(text: str | None) -> dict[str, float] | None:
     if not text:
         return None
+    from flowrl.reporting import validate_stop
+
     stop = _parse_json_object(text, "--stop", '{"episode_reward_mean": 450}')
     for metric, threshold in stop.items():
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
@@ -557,16 +517,32 @@ def _parse_stop(text: str | None) -> dict[str, float] | None:
                 f"--stop thresholds must be numbers; got {metric}={threshold!r}. "
                 f'Example: --stop \'{{"episode_reward_mean": 450, "training_iteration": 100}}\'.'
             )
-    return stop
+    try:
+        return validate_stop(stop)
+    except (TypeError, ValueError) as error:
+        raise CommandError(f"--stop: {error}") from None
 
 
-def _validate_environment(name: str) -> None:
+def _validate_environment(name: str, env_config: Mapping[str, Any]) -> None:
+    """Resolves ``name`` and builds one env with ``env_config``, so a key the env rejects is a
+    usage error here instead of a traceback from every rollout worker."""
     from flowrl import env as env_lib
 
     try:
-        env_lib.get_env_creator(name)
+        creator = env_lib.get_env_creator(name)
     except (TypeError, ValueError) as error:
         raise CommandError(str(error)) from None
+    try:
+        env = creator(dict(env_config))
+    except TypeError as error:
+        raise CommandError(
+            f"Environment {name!r} rejected env_config={dict(env_config)!r}: {error}. "
+            f"env_config holds the creator's keyword arguments (gymnasium.make's for a "
+            f"gymnasium id, e.g. {{\"max_episode_steps\": 200}}); remove or rename the key."
+        ) from None
+    close = getattr(env, "close", None)
+    if callable(close):
+        close()
 
 
 def _configure_logging(verbose: int) -> None:

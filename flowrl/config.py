@@ -242,6 +242,8 @@ class AlgorithmConfig(_FrozenConfig):
     """Reported episode metrics average over this many most recent episodes; typically 10-100."""
     recreate_failed_workers: bool = True
     """Replace a dead rollout worker in place and go on; False = a dead worker fails the run."""
+    max_worker_restarts: int = 10
+    """Failed replacements of one worker in a row (waits doubling from 0.5 s) before failing."""
     num_threads_per_worker: int = 1
     """Torch intra-op threads in each rollout worker; 1 is best when workers share cores."""
     learner_num_threads: int | None = None
@@ -273,6 +275,7 @@ class AlgorithmConfig(_FrozenConfig):
         for name in ("min_steps_per_iteration", "min_time_s_per_iteration"):
             self._check_at_least(name, 0)
         self._check_at_least("evaluation_num_episodes", 0)
+        self._check_at_least("max_worker_restarts", 0)
         self._check_at_least("metrics_num_episodes_for_smoothing", 1)
         self._check_at_least("num_threads_per_worker", 1)
         self._check_at_least("learner_num_threads", 1, "Use None for the framework default.")
@@ -408,6 +411,10 @@ _OTHER_LIBRARY_NAMES = {
     "net_arch": "model",
     "hidden_sizes": "model",
 }
+
+
+OTHER_LIBRARY_NAMES: Mapping[str, str] = types.MappingProxyType(_OTHER_LIBRARY_NAMES)
+"""Read-only: names other libraries use -> flowrl field names (the CLI suggests them too)."""
 
 
 def _algorithm_label(config_class: type) -> str:

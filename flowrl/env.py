@@ -7,7 +7,8 @@ which is why workers receive creators, never names.
 
 Names resolve in this order:
 
-1. a name registered with :func:`register_env`;
+1. a name registered with :func:`register_env`, including flowrl's built-in environments
+   (``"MultiAgentArena-v0"``, a PettingZoo parallel env), registered at the end of this module;
 2. a gymnasium id (``"CartPole-v1"``, or ``"my_package.envs:MyEnv-v0"``, which imports
    ``my_package.envs`` first so that its ``gymnasium.register`` calls run).
 
@@ -26,11 +27,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import inspect
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import gymnasium
+
+from flowrl.envs import MultiAgentArena, is_multi_agent_env
 
 __all__ = ["EnvCreator", "get_env_creator", "list_envs", "make_env", "register_env"]
 
@@ -67,6 +71,7 @@ def register_env(name: str, creator: EnvCreator) -> None:
             f"{creator=} ({type(creator).__name__}). Pass the class or a function, "
             f"not an env instance."
         )
+    _check_creator_signature(name, creator)
     if name in _REGISTRY and _REGISTRY[name] is not creator:
         warnings.warn(
             f"register_env: {name=} was already registered; the new creator replaces "
@@ -112,8 +117,10 @@ class CheckedEnvCreator:
 
     def __call__(self, env_config: dict | None = None) -> gymnasium.Env:
         env = self.creator(dict(env_config or {}))
-        if not isinstance(env, gymnasium.Env):
+        if not isinstance(env, gymnasium.Env) and not is_multi_agent_env(env):
             raise TypeError(_bad_creator_message(self.name, self.creator, env))
+        if isinstance(env, gymnasium.Env):
+            _check_gymnasium_api_on_first_calls(env, self.name)
         return env
 
 
@@ -172,6 +179,78 @@ def _bad_creator_message(name: str, creator: Any, env: Any) -> str:
     elif isinstance(env, gymnasium.vector.VectorEnv):
         hint = "Return a single environment; flowrl builds the vector env per worker itself."
     return (
-        f"The creator registered as {name!r} must return a gymnasium.Env; it returned "
+        f"The creator registered as {name!r} must return a gymnasium.Env (or a PettingZoo "
+        f"ParallelEnv for a multi-agent env); it returned "
         f"env={env!r} of type {returned}. {hint} (creator={creator!r})"
     )
+
+
+def _check_creator_signature(name: str, creator: Any) -> None:
+    """Raises a TypeError unless ``creator`` can be called as ``creator(env_config)``."""
+    try:
+        signature = inspect.signature(creator)
+    except (TypeError, ValueError):  # a builtin or C callable without a readable signature
+        return
+    try:
+        signature.bind({})
+    except TypeError:
+        raise TypeError(
+            f"The creator registered as {name!r} must take one argument, env_config (the dict "
+            f"of the config's env_config, possibly empty); its signature is {signature}. "
+            f"Write it as `lambda env_config: MyEnv(**env_config)` (or give MyEnv.__init__ an "
+            f"env_config parameter). (creator={creator!r})"
+        ) from None
+
+
+def _check_gymnasium_api_on_first_calls(env: gymnasium.Env, name: str) -> None:
+    """Checks the first ``reset`` and ``step`` results against gymnasium's API, then gets out of
+    the way: the checks sit on the env instance and remove themselves, so later calls go
+    straight to the env's own methods. An env on the old gym API fails with what to change."""
+    own_reset, own_step = env.reset, env.step
+
+    def first_reset(*args: Any, **kwargs: Any) -> Any:
+        output = own_reset(*args, **kwargs)
+        if not (isinstance(output, tuple) and len(output) == 2 and isinstance(output[1], dict)):
+            raise TypeError(_old_gym_api_message(name, "reset", output))
+        vars(env).pop("reset", None)
+        return output
+
+    def first_step(*args: Any, **kwargs: Any) -> Any:
+        output = own_step(*args, **kwargs)
+        if not (isinstance(output, tuple) and len(output) == 5):
+            raise TypeError(_old_gym_api_message(name, "step", output))
+        vars(env).pop("step", None)
+        return output
+
+    env.reset = first_reset  # type: ignore[method-assign]
+    env.step = first_step  # type: ignore[method-assign]
+
+
+def _old_gym_api_message(name: str, method: str, output: Any) -> str:
+    if method == "step":
+        count = len(output) if isinstance(output, tuple) else 1
+        found = f"step() returned {count} value(s)" + (
+            " (obs, reward, done, info): the old gym API" if count == 4 else "")
+        fix = ("Return `obs, reward, terminated, truncated, info` from step: split `done` into "
+               "`terminated` (the episode reached a terminal state) and `truncated` (cut off, "
+               "e.g. by a time limit).")
+    else:
+        found = (f"reset() returned {type(output).__name__} instead of the pair (obs, info): "
+                 f"the old gym API returns the observation alone")
+        fix = ("Return `obs, info` from reset and accept `reset(self, *, seed=None, "
+               "options=None)`; call `super().reset(seed=seed)` to seed self.np_random.")
+    return (
+        f"Environment {name!r}: {found}. flowrl follows gymnasium's API (gymnasium.Env): "
+        f"reset(seed=None, options=None) returns (obs, info) and step(action) returns "
+        f"(obs, reward, terminated, truncated, info). {fix} An env written for the old `gym` "
+        f"package can also be wrapped with shimmy's GymV21CompatibilityV0."
+    )
+
+
+def _register_builtin_envs() -> None:
+    """Registers flowrl's own environments under their public names."""
+    register_env("MultiAgentArena-v0", MultiAgentArena)
+
+
+_register_builtin_envs()
+

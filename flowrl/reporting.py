@@ -15,8 +15,15 @@ def validate_stop(stop: Mapping[str, float] | None) -> dict[str, float]:
     """Checks stop criteria: known keys, numeric values.
 
     Raises:
+        TypeError: when stop is not a mapping (e.g. a bare number).
         ValueError: for an unknown key (naming the closest valid one) or a non-numeric value.
     """
+    if stop is not None and not isinstance(stop, Mapping):
+        raise TypeError(
+            f"stop must be a dict of result key -> threshold, any of which ends training; got "
+            f"stop={stop!r} ({type(stop).__name__}). Example: stop={{\"episode_reward_mean\": "
+            f"{stop!r}}} or {{\"training_iteration\": 100}}; valid keys: {list(STOP_KEYS)}."
+        )
     criteria = dict(stop or {})
     for key, value in criteria.items():
         if key not in STOP_KEYS:

@@ -9,30 +9,33 @@ from __future__ import annotations
 
 import collections
 import importlib
+import logging
 import os
-import pickle
-import shutil
-import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from flowrl import checkpoint
 from flowrl.config import from_dict
 from flowrl.env import get_env_creator
+from flowrl.iter.errors import FlowError
 from flowrl.iter.executor import init
 from flowrl.ops import (
     STEPS_SAMPLED_COUNTER,
     STEPS_TRAINED_COUNTER,
     TrainResult,
 )
-from flowrl.plans import get_algorithm, get_policy_class
+from flowrl.plans import get_algorithm
+from flowrl.policy import policy_class
 from flowrl.reporting import STOP_KEYS, format_progress, should_stop, validate_stop
+from flowrl.run_records import RunRecorder, default_run_dir
 from flowrl.workers import WorkerSet
 from flowrl.workers.worker_set import summarize_episodes
 
 PlanFn = Callable[[WorkerSet, Any], Any]
-_CHECKPOINT_FILE = "trainer_state.pkl"
+logger = logging.getLogger(__name__)
 
 
 class Trainer:
@@ -56,11 +59,19 @@ class Trainer:
         local_mode: run everything in this process (debuggable with pdb). None keeps the
             executor `flowrl.init` chose, or starts Ray if none was chosen.
         address: a Ray cluster to join (ignored in local mode).
+        log_dir: if given, every `train()` writes the run records there (`params.json`,
+            `result.json`, `progress.csv`, TensorBoard events; see `flowrl.run_records`).
+        checkpoint_freq: with `log_dir`, save a checkpoint there every this many iterations
+            (0 = never), keeping the `keep_checkpoints_num` most recent.
     """
+
+    _plan_error: BaseException | None = None
+    """The error the plan raised, if any; a plan iterator cannot go on after one."""
 
     def __init__(self, algo: str, env: str, config: Mapping[str, Any] | Any = None,
                  plan: PlanFn | None = None, *, local_mode: bool | None = None,
-                 address: str | None = None) -> None:
+                 address: str | None = None, log_dir: str | None = None,
+                 checkpoint_freq: int = 0, keep_checkpoints_num: int = 3) -> None:
         self.spec = get_algorithm(algo)
         if isinstance(config, self.spec.config_class):
             self.config = config
@@ -69,21 +80,24 @@ class Trainer:
         self.env_name = env
         env_creator = get_env_creator(env)
         # Importing the framework (seconds) overlaps with Ray's start-up (seconds).
-        preload = _preload_policy_class(self.spec.name, self.config.framework)
+        preload = _preload_policy_class(self.config.framework)
         if local_mode is not None:
             init(local_mode=local_mode, address=address)
         preload.join()
-        policy_class = get_policy_class(self.spec.name, self.config.framework)
-        self.workers = WorkerSet(env_creator=env_creator, policy_class=policy_class,
+        self.workers = WorkerSet(env_creator=env_creator, policy_spec=self.spec.policy,
                                  config=self.config)
         self._plan_fn = plan or self.spec.plan
         self.plan = self._plan_fn(self.workers, self.config)
+        _check_plan_output(self.plan, self._plan_fn)
         self._plan_iter: Any = None
         self.iteration = 0
         self._time_total = 0.0
         self._episodes: collections.deque[tuple[float, int]] = collections.deque(
             maxlen=self.config.metrics_num_episodes_for_smoothing)
         self._last_steps_sampled = 0
+        self.recorder = None if log_dir is None else RunRecorder(
+            log_dir, self.config.to_dict(), checkpoint_freq=checkpoint_freq,
+            keep_checkpoints_num=keep_checkpoints_num)
 
     # --- training ---------------------------------------------------------------------------
 
@@ -97,10 +111,8 @@ class Trainer:
         counters = self.metrics.counters
         steps_at_start = counters[STEPS_SAMPLED_COUNTER]
         learner_stats: dict[str, dict[str, float]] = {}
-        if self._plan_iter is None:
-            self._plan_iter = iter(self.plan)
         while True:
-            output = next(self._plan_iter)
+            output = self._next_plan_output()
             if isinstance(output, TrainResult):
                 learner_stats.update(output.learner_stats)
             elapsed = time.perf_counter() - start
@@ -110,7 +122,30 @@ class Trainer:
                 break
         self.iteration += 1
         self._time_total += time.perf_counter() - start
-        return self._result(learner_stats, time.perf_counter() - start)
+        result = self._result(learner_stats, time.perf_counter() - start)
+        if self.recorder is not None:
+            self.recorder.record(result, self)
+        return result
+
+    def _next_plan_output(self) -> Any:
+        """The plan's next output. After the plan raised once, every later call raises a
+        FlowError naming that first error: a failed plan iterator cannot go on."""
+        if self._plan_error is not None:
+            raise _plan_failed_earlier(self._plan_error, self.plan) from self._plan_error
+        if self._plan_iter is None:
+            self._plan_iter = iter(self.plan)
+        try:
+            return next(self._plan_iter)
+        except StopIteration:
+            ended = RuntimeError(
+                f"The plan ended after {self.iteration} iterations: its output iterator has no "
+                f"more items. A training plan must produce outputs forever; check that its "
+                f"sources repeat (e.g. ParallelRollouts) instead of reading a finite list.")
+            self._plan_error = ended
+            raise ended from None
+        except BaseException as error:
+            self._plan_error = error
+            raise
 
     @property
     def metrics(self) -> Any:
@@ -172,80 +207,101 @@ class Trainer:
     def save(self, checkpoint_dir: str) -> str:
         """Writes a checkpoint under `checkpoint_dir` and returns its path.
 
-        The checkpoint is written to a temporary directory and renamed into place, so it is
-        either complete or absent, never torn.
+        The checkpoint holds no pickle: arrays (weights, optimizer state) in `arrays.npz`,
+        everything else in `checkpoint.json` (see `flowrl.checkpoint`). Writing is atomic, also
+        over an existing checkpoint: after a crash at any moment the path holds the previous
+        complete checkpoint or the new one.
         """
-        os.makedirs(checkpoint_dir, exist_ok=True)
-        final = os.path.join(checkpoint_dir, f"checkpoint_{self.iteration:06d}")
+        path = os.path.join(checkpoint_dir, f"checkpoint_{self.iteration:06d}")
         state = {
             "algo": self.spec.name,
             "env": self.env_name,
+            "env_source": checkpoint.describe_env_source(self.workers.env_creator),
             "config": self.config.to_dict(),
             "iteration": self.iteration,
             "time_total_s": self._time_total,
-            "episodes": list(self._episodes),
+            "episodes": [list(episode) for episode in self._episodes],
             "last_steps_sampled": self._last_steps_sampled,
             "policy_state": self.get_policy().get_state(),
             "metrics": self.metrics.save(),
-            "op_stats": self.plan.stats_state(),
+            "op_stats": [list(entry) for entry in self.plan.stats_state()],
         }
-        staging = tempfile.mkdtemp(prefix=".checkpoint-", dir=checkpoint_dir)
-        try:
-            with open(os.path.join(staging, _CHECKPOINT_FILE), "wb") as f:
-                pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
-                f.flush()
-                os.fsync(f.fileno())
-            if os.path.exists(final):
-                shutil.rmtree(final)
-            os.rename(staging, final)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return final
+        return checkpoint.write_checkpoint(path, state)
 
     @classmethod
     def from_checkpoint(cls, checkpoint_path: str, *, local_mode: bool | None = True,
-                        config: Mapping[str, Any] | None = None) -> Trainer:
+                        config: Mapping[str, Any] | None = None,
+                        env_module: str | None = None) -> Trainer:
         """A trainer rebuilt from a checkpoint's algorithm, env and config, then restored.
+
+        The rebuilt plan may have another shape than the one that wrote the checkpoint (other
+        `num_workers`, local mode instead of Ray): weights, optimizer state and counters always
+        restore; per-operator statistics only where the operators match.
 
         Args:
             checkpoint_path: a path returned by `save`.
             local_mode: where the rebuilt trainer runs (in-process by default).
             config: overrides on top of the saved config (e.g. `{"num_workers": 0}`).
+            env_module: a module name or `.py` path to import first, for a checkpoint of a
+                custom env: the module whose `flowrl.register_env` call registers it.
         """
         state = _read_checkpoint(checkpoint_path)
+        if env_module is not None:
+            checkpoint.import_env_module(env_module)
+        _check_env_available(state)
         trainer = cls(state["algo"], env=state["env"], config={**state["config"], **(config or {})},
                       local_mode=local_mode)
-        trainer.restore(checkpoint_path)
+        trainer._restore_state(state, checkpoint_path)
         return trainer
 
     def restore(self, checkpoint_path: str) -> None:
-        """Loads a checkpoint written by `save` and sends the weights to every worker."""
-        state = _read_checkpoint(checkpoint_path)
+        """Loads a checkpoint written by `save` and sends the weights to every worker.
+
+        Never runs code from the checkpoint. Per-operator statistics restore where this plan's
+        operators match the saved ones and are skipped (with one log line) where they do not.
+        """
+        self._restore_state(_read_checkpoint(checkpoint_path), checkpoint_path)
+
+    def _restore_state(self, state: dict[str, Any], checkpoint_path: str) -> None:
         if state["algo"] != self.spec.name:
-            raise ValueError(f"Checkpoint is for {state['algo']!r}, this trainer runs "
-                             f"{self.spec.name!r}.")
+            raise ValueError(f"Checkpoint {checkpoint_path!r} is for {state['algo']!r}, this "
+                             f"trainer runs {self.spec.name!r}. Use Trainer.from_checkpoint "
+                             f"to rebuild the algorithm the checkpoint was written by.")
         self.get_policy().set_state(state["policy_state"])
         self.metrics.restore(state["metrics"])
-        self.plan.restore_stats(state["op_stats"])
-        self.iteration = state["iteration"]
-        self._time_total = state["time_total_s"]
+        self._restore_operator_stats(state["op_stats"], checkpoint_path)
+        self.iteration = int(state["iteration"])
+        self._time_total = float(state["time_total_s"])
         self._episodes.clear()
-        self._episodes.extend(state["episodes"])
-        self._last_steps_sampled = state["last_steps_sampled"]
+        self._episodes.extend((float(ret), int(length)) for ret, length in state["episodes"])
+        self._last_steps_sampled = int(state["last_steps_sampled"])
         self.workers.sync_weights()
 
+    def _restore_operator_stats(self, saved: list[list[Any]], checkpoint_path: str) -> None:
+        saved_entries = [tuple(entry) for entry in saved]
+        saved_labels = [entry[0] for entry in saved_entries]
+        labels = [entry[0] for entry in self.plan.stats_state()]
+        if saved_labels == labels:
+            self.plan.restore_stats(saved_entries)
+            return
+        logger.info(
+            "Per-operator statistics in %s were not restored: they come from a plan of another "
+            "shape (saved %s, this plan has %s); they start from zero. Weights, optimizer state "
+            "and counters were restored.", checkpoint_path, saved_labels, labels)
+
     def stop(self) -> None:
-        """Releases the workers (kills remote actors, closes envs)."""
+        """Releases the workers (kills remote actors, closes envs) and closes the run records."""
+        if self.recorder is not None:
+            self.recorder.close()
         self.workers.stop()
 
 
-def _preload_policy_class(algo: str, framework: str) -> threading.Thread:
-    """Builds the policy class (importing its framework) in a background thread; join it
-    before use. The class is cached, so the later `get_policy_class` call is free."""
+def _preload_policy_class(framework: str) -> threading.Thread:
+    """Imports the framework's policy class in a background thread; join it before use. The
+    import is cached, so building policies later does not pay for it again."""
 
     def preload() -> None:
-        get_policy_class(algo, framework)
+        policy_class(framework)
         if framework == "torch":
             # The first torch optimizer imports torch._dynamo (over a second); do it now.
             importlib.import_module("torch._dynamo")
@@ -255,15 +311,52 @@ def _preload_policy_class(algo: str, framework: str) -> threading.Thread:
     return thread
 
 
+_CHECKPOINT_KEYS = ("algo", "env", "config", "iteration", "time_total_s", "episodes",
+                    "last_steps_sampled", "policy_state", "metrics", "op_stats")
+
+
 def _read_checkpoint(checkpoint_path: str) -> dict[str, Any]:
-    path = os.path.join(checkpoint_path, _CHECKPOINT_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"No flowrl checkpoint at {checkpoint_path!r}: expected the file {path!r}, as "
-            "written by Trainer.save()."
-        )
-    with open(path, "rb") as f:
-        return pickle.load(f)
+    """A trainer checkpoint's state (see `flowrl.checkpoint.read_checkpoint`), checked for the
+    keys `Trainer.save` writes."""
+    state = checkpoint.read_checkpoint(checkpoint_path)
+    missing = [key for key in _CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise checkpoint.CheckpointError(
+            f"{checkpoint_path!r} is a flowrl checkpoint but not a Trainer's: it lacks "
+            f"{missing}. Pass a path Trainer.save() returned.")
+    return state
+
+
+def _check_env_available(state: Mapping[str, Any]) -> None:
+    """Raises a ValueError saying how to make a checkpoint's custom env available here."""
+    try:
+        get_env_creator(state["env"])
+    except ValueError:
+        source = state.get("env_source")
+        if not source:
+            raise
+        raise ValueError(
+            f"The checkpoint's env {state['env']!r} is a custom env, registered by "
+            f"{source['module']}.{source['name']}, and is not registered in this process. "
+            f"Import the module that calls flowrl.register_env({state['env']!r}, ...) first: "
+            f"`flowrl rollout CHECKPOINT --env-module {source['module']}` (a module name or a "
+            f".py path), or Trainer.from_checkpoint(path, env_module="
+            f"{source['module']!r}).") from None
+
+
+def _plan_failed_earlier(error: BaseException, plan: Any) -> FlowError:
+    """The error a `train()` call raises after an earlier one failed; names that failure."""
+    first_line = (str(error).splitlines() or [""])[0]
+    return FlowError(
+        operator="Trainer.train",
+        lineage=repr(plan),
+        shard=None,
+        original_type=type(error).__name__,
+        original_message=(
+            f"{first_line} -- raised by an earlier train() call; the plan stopped there and "
+            f"cannot go on. Build a new Trainer (restore a checkpoint into it to resume)."),
+        remote_traceback="".join(traceback.format_exception(error)),
+    )
 
 
 def _to_floats(stats: dict) -> dict:
@@ -284,8 +377,12 @@ def build_plan_preview(algo: str, env: str, config: Mapping[str, Any] | None = N
 def run(algo: str, env: str, config: Mapping[str, Any] | Any = None,
         stop: Mapping[str, float] | None = None, local_mode: bool = False,
         checkpoint_dir: str | None = None, verbose: int = 1, address: str | None = None,
-        restore: str | None = None, plan: PlanFn | None = None) -> dict[str, Any]:
+        restore: str | None = None, plan: PlanFn | None = None, log_dir: str | None = None,
+        checkpoint_freq: int = 10, keep_checkpoints_num: int = 3) -> dict[str, Any]:
     """Trains `algo` on `env` until a stop criterion is met; returns the last result.
+
+    Every run writes its records (`flowrl.run_records`) into a run directory, printed at start
+    and returned under the result key `log_dir`.
 
     Args:
         algo: a built-in algorithm name, e.g. "ppo".
@@ -300,23 +397,37 @@ def run(algo: str, env: str, config: Mapping[str, Any] | Any = None,
         address: a Ray cluster to join.
         restore: a checkpoint path to resume from.
         plan: your own plan function instead of the built-in one.
+        log_dir: the run directory; default `results/<algo>_<env>_<timestamp>`.
+        checkpoint_freq: save a checkpoint in the run directory every this many iterations
+            (0 = never), keeping the `keep_checkpoints_num` most recent.
+
+    Raises:
+        TrainingInterrupted: on Ctrl-C; its `checkpoint` is the checkpoint saved on the way
+            out (in `checkpoint_dir`, else the run directory), or None when none was saved.
+        RestoreError: when `restore` is not a checkpoint this algorithm can resume from.
     """
     stop = validate_stop(stop)
+    log_dir = log_dir or default_run_dir(get_algorithm(algo).name, env)
     trainer = Trainer(algo, env=env, config=config, plan=plan, local_mode=local_mode,
-                      address=address)
+                      address=address, log_dir=log_dir, checkpoint_freq=checkpoint_freq,
+                      keep_checkpoints_num=keep_checkpoints_num)
+    if verbose:
+        print(f"Run records (params, progress.csv, result.json, TensorBoard, checkpoints) in "
+              f"{log_dir}", flush=True)
     start = time.perf_counter()
     try:
         if restore:
-            trainer.restore(restore)
+            _restore_for_run(trainer, restore)
         while True:
             try:
                 result = trainer.train()
-            except KeyboardInterrupt:
-                if checkpoint_dir and trainer.iteration > 0:
-                    path = trainer.save(checkpoint_dir)
-                    print(f"Interrupted; saved a checkpoint at {path}", flush=True)
-                raise
+            except KeyboardInterrupt as interrupt:
+                saved = None
+                if trainer.iteration > 0:
+                    saved = trainer.save(checkpoint_dir or log_dir)
+                raise TrainingInterrupted(saved) from interrupt
             result["wall_time_s"] = time.perf_counter() - start
+            result["log_dir"] = log_dir
             if verbose:
                 print(format_progress(result), flush=True)
             if should_stop(result, stop):
@@ -328,4 +439,43 @@ def run(algo: str, env: str, config: Mapping[str, Any] | Any = None,
         trainer.stop()
 
 
-__all__ = ["STOP_KEYS", "Trainer", "build_plan_preview", "run"]
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM through the CLI) stopped `run`; says whether a checkpoint was saved.
+
+    Attributes:
+        checkpoint: the path of the checkpoint saved on the way out, or None when none was
+            (no iteration had finished, or saving was interrupted too).
+    """
+
+    def __init__(self, checkpoint: str | None) -> None:
+        self.checkpoint = checkpoint
+        saved = f"saved a checkpoint at {checkpoint}" if checkpoint else "no checkpoint was saved"
+        super().__init__(f"Training interrupted; {saved}.")
+
+
+class RestoreError(ValueError):
+    """`run(restore=...)` named a checkpoint this run cannot resume from."""
+
+
+def _restore_for_run(trainer: Trainer, path: str) -> None:
+    try:
+        trainer.restore(path)
+    except (FileNotFoundError, ValueError) as error:
+        raise RestoreError(str(error)) from None
+
+
+def _check_plan_output(plan: Any, plan_fn: Any) -> None:
+    """A plan function must return the plan's output iterator; says what it returned instead."""
+    if hasattr(plan, "shared_metrics") and hasattr(plan, "__iter__"):
+        return
+    name = getattr(plan_fn, "__qualname__", repr(plan_fn))
+    hint = " (did it forget a `return`?)" if plan is None else ""
+    raise TypeError(
+        f"The plan function {name} returned {plan!r} of type {type(plan).__name__}{hint}. A "
+        f"plan is `plan(workers, config) -> LocalIterator`: it must return the iterator its "
+        f"operators build, e.g. `return ParallelRollouts(workers).for_each(TrainOneStep(workers))`."
+    )
+
+
+__all__ = ["STOP_KEYS", "RestoreError", "Trainer", "TrainingInterrupted", "build_plan_preview",
+           "run"]

@@ -18,10 +18,12 @@ def ray_session():
     """Starts the session's single Ray instance on first use and stops it at the end."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
-    yield ray
     import flowrl
+
+    if not ray.is_initialized():
+        # Through flowrl, so the session runs on a cluster as flowrl starts it (loopback only).
+        flowrl.init(num_cpus=2, log_to_driver=True)
+    yield ray
 
     flowrl.shutdown()
     if ray.is_initialized():

@@ -107,19 +107,37 @@ def test_no_command_prints_help_and_returns_2(capsys):
 # -- flowrl train --help -------------------------------------------------------------------------
 
 
+def help_text(capsys) -> str:
+    """The help printed to stdout, with line wrapping undone."""
+    return " ".join(capsys.readouterr().out.split())
+
+
 def test_train_help_lists_every_field_with_docstring_and_default(fake_flowrl, capsys):
     assert cli.main(["train", "--run", "fakeppo", "--help"]) == 0
-    out = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
-    assert "FakePPO config (FakePPOConfig)" in out
+    out = help_text(capsys)
+    assert "--checkpoint-dir DIR" in out and "--stop JSON" in out  # the command's own options
+    assert "FakePPOConfig fields" in out
     for field in dataclasses.fields(FakePPOConfig):
         if field.name != "model":
             assert f"--{field.name.replace('_', '-')}" in out
-    assert "Surrogate clipping range; typically 0.1-0.3 (100% safe to tune)." in out
-    assert "[float; default: 0.3]" in out
-    assert "[int; default: 0]" in out  # the subclass's default, not the base's
+    assert "Surrogate clipping range; typically 0.1-0.3 (100% safe to tune). (default: 0.3)" in out
+    assert "--num-workers INT" in out and "(default: 0)" in out  # the subclass's default
     assert "Discount factor in (0, 1]" in out  # inherited docstring
-    assert "--framework {torch,tf}" in out
-    assert "fcnet_hiddens [default: [64, 64]]" in out  # model fields in the epilog
+    assert "--framework {torch,tf}" in out and "--seed INT|null" in out
+    assert "--model.fcnet-hiddens JSON" in out  # nested settings get their own flags
+    assert "(default: '[64, 64]')" in out  # shell-quoted, ready to paste
+
+
+def test_help_defaults_include_config_file_and_json(fake_flowrl, capsys):
+    code = cli.main(["train", "--run", "fakeppo", "--config", '{"clip_param": 0.15}', "--help"])
+    assert code == 0
+    assert "(default: 0.15)" in help_text(capsys)
+
+
+def test_plan_help_lists_config_flags_too(fake_flowrl, capsys):
+    assert cli.main(["plan", "--run", "fakeppo", "--help"]) == 0
+    out = help_text(capsys)
+    assert "--format {text,dot,html}" in out and "--clip-param FLOAT" in out
 
 
 def test_train_help_without_run_explains_how_to_see_fields(fake_flowrl, capsys):
@@ -142,6 +160,16 @@ def test_train_passes_parsed_options_to_run(fake_flowrl, capsys, tmp_path):
     assert kwargs["stop"] == {"training_iteration": 3}
     assert kwargs["local_mode"] is True and kwargs["checkpoint_dir"] == str(tmp_path)
     assert kwargs["verbose"] == 0 and kwargs["address"] is None and kwargs["restore"] is None
+    assert kwargs["log_dir"] is None and kwargs["checkpoint_freq"] == 10
+    assert kwargs["keep_checkpoints_num"] == 3
+
+
+def test_train_builds_the_typed_config_once_and_passes_the_instance(fake_flowrl, capsys):
+    code = cli.main(["train", "--run", "fakeppo", "--env", "CartPole-v1", "--lr", "1"])
+    assert code == 0, capsys.readouterr().err
+    config = fake_flowrl[0][2]["config"]
+    assert isinstance(config, FakePPOConfig)
+    assert config.lr == 1.0 and isinstance(config.lr, float)  # converted as from_dict does
 
 
 def test_config_precedence_file_then_json_then_flags(fake_flowrl, capsys, tmp_path):
@@ -158,11 +186,23 @@ def test_config_precedence_file_then_json_then_flags(fake_flowrl, capsys, tmp_pa
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
     config = fake_flowrl[0][2]["config"]
-    assert config["lr"] == 0.1 and config["gamma"] == 0.9 and config["clip_param"] == 0.25
-    assert config["model"] == {"fcnet_hiddens": [16], "fcnet_activation": "relu"}
-    assert config["num_workers"] == 3 and config["seed"] is None and config["framework"] == "tf"
-    assert config["recreate_failed_workers"] is False
-    assert config["lr_schedule"] == [[0, 0.1], [100, 0.01]]
+    assert config.lr == 0.1 and config.gamma == 0.9 and config.clip_param == 0.25
+    assert config.model.fcnet_hiddens == (16,) and config.model.fcnet_activation == "relu"
+    assert config.num_workers == 3 and config.seed is None and config.framework == "tf"
+    assert config.recreate_failed_workers is False
+    assert config.lr_schedule == ((0, 0.1), (100, 0.01))
+
+
+def test_nested_flags_and_env_config_flag(fake_flowrl, capsys):
+    code = cli.main(
+        ["train", "--run", "fakeppo", "--env", "CartPole-v1", "--config",
+         '{"model": {"fcnet_activation": "relu"}}', "--model.fcnet_hiddens=[8, 8]",
+         "--env-config", '{"max_episode_steps": 20}']
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    config = fake_flowrl[0][2]["config"]
+    assert config.model.fcnet_hiddens == (8, 8) and config.model.fcnet_activation == "relu"
+    assert config.env_config == {"max_episode_steps": 20}
 
 
 def test_no_stop_trains_until_ctrl_c_and_exits_cleanly(fake_flowrl, monkeypatch, capsys):
@@ -175,7 +215,27 @@ def test_no_stop_trains_until_ctrl_c_and_exits_cleanly(fake_flowrl, monkeypatch,
     captured = capsys.readouterr()
     assert code == 0
     assert "until Ctrl-C (no --stop given)" in captured.out
-    assert "Training interrupted; stopped cleanly." in captured.err
+    assert "Training interrupted; stopped cleanly (no checkpoint was saved)." in captured.err
+    assert "saved a checkpoint" not in captured.err
+
+
+@pytest.mark.parametrize("written", [True, False])
+def test_ctrl_c_claims_a_checkpoint_only_when_one_exists(
+    fake_flowrl, monkeypatch, capsys, tmp_path, written
+):
+    from flowrl.trainer import TrainingInterrupted
+
+    checkpoint = tmp_path / "checkpoint_000003"
+    if written:
+        checkpoint.mkdir()
+
+    def interrupted_run(*args, **kwargs):
+        raise TrainingInterrupted(str(checkpoint))
+
+    monkeypatch.setattr(cli, "_trainer_module", lambda: types.SimpleNamespace(run=interrupted_run))
+    assert cli.main(["train", "--run", "fakeppo", "--env", "CartPole-v1"]) == 0
+    err = capsys.readouterr().err
+    assert ("saved a checkpoint at" in err) is written
 
 
 def test_train_prints_the_last_result(fake_flowrl, capsys):
@@ -212,6 +272,18 @@ def test_unknown_config_key_suggests_the_closest(fake_flowrl, capsys):
         capsys, code, "Unknown config key 'clip_parm'", "Did you mean 'clip_param'?",
         "flowrl train --run FakePPO --help",
     )  # fmt: skip
+
+
+def test_misspelled_flag_suggests_the_closest(fake_flowrl, capsys):
+    code = cli.main(["train", "--run", "fakeppo", "--env", "CartPole-v1", "--clip-parm", "0.1"])
+    assert_usage_error(capsys, code, "Unknown flag --clip-parm", "Did you mean --clip-param?")
+    code = cli.main(["train", "--run", "fakeppo", "--env", "CartPole-v1", "--learning_rate", "1"])
+    assert_usage_error(capsys, code, "Did you mean --lr?")  # another library's name
+    code = cli.main(["train", "--run", "fakeppo", "--env", "CartPole-v1", "--model", "{}"])
+    assert_usage_error(capsys, code, "--model is a group of settings", "--model.fcnet-hiddens")
+    code = cli.main(["train", "--run", "fakeppo", "--env", "CartPole-v1", "--lr"])
+    assert_usage_error(capsys, code, "--lr needs a value")
+    assert fake_flowrl == []
 
 
 def test_wrong_flag_type_is_reported_with_the_value(fake_flowrl, capsys):
@@ -252,6 +324,36 @@ def test_unknown_environment_suggests_the_closest(fake_flowrl, capsys):
 def test_bad_stop_criteria(fake_flowrl, capsys):
     code = cli.main(["train", "--run", "fakeppo", "--env", "CartPole-v1", "--stop", '{"a": "x"}'])
     assert_usage_error(capsys, code, "--stop thresholds must be numbers; got a='x'")
+    stop = '{"episode_reward_man": 450}'
+    code = cli.main(["train", "--run", "fakeppo", "--env", "CartPole-v1", "--stop", stop])
+    assert_usage_error(
+        capsys, code, "Unknown stop criterion 'episode_reward_man'",
+        "Did you mean 'episode_reward_mean'?",
+    )  # fmt: skip
+    assert fake_flowrl == []
+
+
+def test_env_config_key_the_env_rejects(fake_flowrl, capsys):
+    code = cli.main(
+        ["train", "--run", "fakeppo", "--env", "CartPole-v1", "--env-config", '{"bogus": 1}']
+    )
+    assert_usage_error(
+        capsys, code, "Environment 'CartPole-v1' rejected env_config={'bogus': 1}", "bogus"
+    )
+    assert fake_flowrl == []
+
+
+def test_restore_of_another_algorithms_checkpoint(fake_flowrl, monkeypatch, capsys, tmp_path):
+    from flowrl.trainer import RestoreError
+
+    def run(*args, **kwargs):
+        raise RestoreError("Checkpoint 'c' is for 'FakePG', this trainer runs 'FakePPO'.")
+
+    trainer = types.SimpleNamespace(run=run, RestoreError=RestoreError)
+    monkeypatch.setattr(cli, "_trainer_module", lambda: trainer)
+    code = cli.main(["train", "--run", "fakeppo", "--env", "CartPole-v1", "--restore",
+                     str(tmp_path)])  # fmt: skip
+    assert_usage_error(capsys, code, "is for 'FakePG'", "Pass --run with the checkpoint's")
 
 
 def test_missing_config_file_and_restore_path(fake_flowrl, capsys, tmp_path):
@@ -262,10 +364,12 @@ def test_missing_config_file_and_restore_path(fake_flowrl, capsys, tmp_path):
     assert_usage_error(capsys, code, "--restore names a checkpoint that does not exist")
 
 
-def test_unknown_flag_and_missing_env_are_argparse_usage_errors(fake_flowrl, capsys):
-    assert_usage_error(capsys, cli.main(["train", "--run", "fakeppo"]), "--env")
+def test_unknown_flag_and_missing_options_are_usage_errors(fake_flowrl, capsys):
+    assert_usage_error(capsys, cli.main(["train", "--run", "fakeppo"]), "--env is required")
+    assert_usage_error(capsys, cli.main(["train", "--env", "X"]), "--run is required")
     code = cli.main(["train", "--run", "fakeppo", "--env", "CartPole-v1", "--bogus", "1"])
-    assert_usage_error(capsys, code, "unrecognized arguments: --bogus")
+    assert_usage_error(capsys, code, "Unknown flag --bogus for FakePPOConfig")
+    assert_usage_error(capsys, cli.main(["list", "--bogus"]), "unrecognized arguments: --bogus")
 
 
 # -- flowrl plan ---------------------------------------------------------------------------------
@@ -276,11 +380,13 @@ def test_plan_prints_the_lineage_without_training(fake_flowrl, capsys):
     assert code == 0
     assert capsys.readouterr().out.strip() == repr(FakePlan())
     [(name, args, kwargs)] = fake_flowrl
-    assert (name, args, kwargs) == (
-        "build_plan_preview",
-        ("fakeppo", "CartPole-v1"),
-        {"config": {"num_workers": 1}},
-    )
+    assert (name, args) == ("build_plan_preview", ("fakeppo", "CartPole-v1"))
+    assert kwargs["config"] == FakePPOConfig(num_workers=1)
+
+
+def test_plan_takes_config_flags(fake_flowrl, capsys):
+    assert cli.main(["plan", "--run", "fakeppo", "--num-workers", "2"]) == 0
+    assert fake_flowrl[0][2]["config"].num_workers == 2
 
 
 def test_plan_dot_format_uses_viz_and_writes_the_output_file(
@@ -337,14 +443,25 @@ def test_real_plan_preview_prints_text(capsys):
     assert capsys.readouterr().out.strip()
 
 
+def test_documented_a2c_microbatch_plan_command_works(capsys):
+    """docs/writing_plans.md shows this command; it must run as printed there."""
+    real_algorithms()
+    code = cli.main(["plan", "--run", "A2C", "--config", '{"microbatch_size": 20}'])
+    assert code == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.strip()
+
+
 def test_real_training_run_stops_after_one_iteration(capsys, tmp_path):
     real_algorithms()
     code = cli.main(
         ["train", "--run", "pg", "--env", "CartPole-v1", "--local-mode", "--verbose", "0",
          "--num-workers", "0", "--train-batch-size", "64", "--rollout-fragment-length", "32",
-         "--num-envs-per-worker", "2", "--stop", json.dumps({"training_iteration": 1})]
+         "--num-envs-per-worker", "2", "--stop", json.dumps({"training_iteration": 1}),
+         "--log-dir", str(tmp_path / "run")]
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
+    lines = (tmp_path / "run" / "result.json").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["training_iteration"] == 1
 
 
 def test_rollout_replays_a_checkpoint_and_prints_each_return(tmp_path, capsys, local_executor):
@@ -362,4 +479,4 @@ def test_rollout_replays_a_checkpoint_and_prints_each_return(tmp_path, capsys, l
 
 def test_rollout_of_a_missing_checkpoint_is_a_usage_error(tmp_path, capsys):
     code = cli.main(["rollout", str(tmp_path / "nope")])
-    assert_usage_error(capsys, code, "No flowrl checkpoint", "trainer_state.pkl")
+    assert_usage_error(capsys, code, "No flowrl checkpoint", "Trainer.save()")

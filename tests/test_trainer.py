@@ -80,14 +80,14 @@ def test_a_failed_save_leaves_no_checkpoint(pg_trainer, tmp_path, monkeypatch):
     def broken_dump(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("flowrl.trainer.pickle.dump", broken_dump)
+    monkeypatch.setattr("flowrl.checkpoint.json.dump", broken_dump)
     with pytest.raises(OSError, match="disk full"):
         pg_trainer.save(str(tmp_path))
     assert os.listdir(tmp_path) == []
 
 
 def test_restore_from_a_wrong_path_says_what_is_expected(pg_trainer, tmp_path):
-    with pytest.raises(FileNotFoundError, match="trainer_state.pkl"):
+    with pytest.raises(FileNotFoundError, match="checkpoint.json"):
         pg_trainer.restore(str(tmp_path))
 
 

@@ -6,7 +6,10 @@ operator runs unchanged in local mode. Ray is imported only on Ray code paths.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flowrl.iter.errors import ActorDiedError
@@ -23,17 +26,26 @@ def init(
     address: str | None = None,
     local_mode: bool = False,
     num_cpus: int | None = None,
+    num_gpus: int | None = None,
     **ray_init_kwargs: Any,
 ) -> None:
     """Selects the executor plans run on. Idempotent.
+
+    A Ray cluster that flowrl starts listens on 127.0.0.1 only and runs no dashboard unless
+    ``include_dashboard=True`` is passed (then it serves on 127.0.0.1 too).
 
     Args:
         address: Address of a running Ray cluster to join; None starts (or reuses) a local one.
         local_mode: True selects the in-process executor: shards are plain objects in the
             driver and the whole plan runs in one thread, so ``pdb`` works in any operator.
             Switching to it does not stop a running Ray.
-        num_cpus: CPUs for a Ray cluster that flowrl starts.
+        num_cpus: CPUs for a Ray cluster that flowrl starts. More than the machine has
+            oversubscribes its cores on purpose.
+        num_gpus: GPUs for a Ray cluster that flowrl starts; at most the GPUs this machine has.
         **ray_init_kwargs: Passed on to ``ray.init`` when flowrl starts Ray.
+
+    Raises:
+        ValueError: if ``num_gpus`` exceeds the GPUs this machine has, or is negative.
 
     Examples:
         >>> import flowrl
@@ -44,22 +56,124 @@ def init(
     if local_mode:
         _state["mode"] = _LOCAL
         return
+    if num_gpus is not None and address is None:
+        _check_gpus_exist(num_gpus)
     import ray
 
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, **ray_init_kwargs}
-        # Ray runs workers at niceness 15 so its own daemons stay responsive; rollout workers
-        # are the hot path of RL, so on a small machine they must not yield to those daemons.
-        system_config = {"worker_niceness": 0, **kwargs.pop("_system_config", {})}
         if address is None:
-            kwargs["_system_config"] = system_config
-        if address is not None:
+            # Ray runs workers at niceness 15 so its own daemons stay responsive; rollout
+            # workers are the hot path of RL, so on a small machine they must not yield.
+            kwargs["_system_config"] = {"worker_niceness": 0,
+                                        **kwargs.pop("_system_config", {})}
+            _bind_to_loopback(ray, kwargs)
+            if num_gpus is not None:
+                kwargs["num_gpus"] = num_gpus
+        else:
+            kwargs.pop("_system_config", None)
             kwargs["address"] = address
+            if num_gpus is not None:
+                kwargs["num_gpus"] = num_gpus  # Ray says why a joined cluster refuses it
         if num_cpus is not None:
             kwargs["num_cpus"] = num_cpus
         ray.init(**kwargs)
         _state["started_ray"] = True
     _state["mode"] = _RAY
+
+
+_LOOPBACK = "127.0.0.1"
+
+
+def _bind_to_loopback(ray: Any, kwargs: dict[str, Any]) -> None:
+    """Makes the Ray cluster about to start listen on 127.0.0.1 only (and its dashboard too).
+
+    Ray binds its servers to the node's address, but on Linux it replaces a loopback node
+    address by the machine's external one unless its single-machine switch is set; that switch
+    is read from the environment once, at import, so it is set on the loaded module as well.
+    """
+    kwargs.setdefault("_node_ip_address", _LOOPBACK)
+    if kwargs.get("include_dashboard"):
+        kwargs.setdefault("dashboard_host", _LOOPBACK)
+    if kwargs["_node_ip_address"] != _LOOPBACK:
+        return
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):
+        constants.ENABLE_RAY_CLUSTER = False
+
+
+def visible_gpu_count() -> int:
+    """GPUs this process can use: NVIDIA devices found by the driver, limited by
+    ``CUDA_VISIBLE_DEVICES`` when it is set. Imports no framework.
+
+    Examples:
+        >>> visible_gpu_count() >= 0
+        True
+    """
+    devices_dir = "/proc/driver/nvidia/gpus"
+    found = len(os.listdir(devices_dir)) if os.path.isdir(devices_dir) else _nvidia_smi_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return found
+    entries = [entry for entry in visible.split(",") if entry.strip()]
+    if any(entry.strip().startswith("-") for entry in entries[:1]):
+        return 0  # "-1" hides every device
+    return min(found, len(entries))
+
+
+def _nvidia_smi_count() -> int:
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
+                                 timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))
+
+
+def _check_gpus_exist(num_gpus: int) -> None:
+    if num_gpus < 0:
+        raise ValueError(f"num_gpus must be >= 0; got num_gpus={num_gpus}.")
+    available = visible_gpu_count()
+    if num_gpus > available:
+        raise ValueError(
+            f"flowrl.init(num_gpus={num_gpus}) asks for {num_gpus} GPU(s), but this machine "
+            f"has {available} visible to this process (NVIDIA driver devices, limited by "
+            f"CUDA_VISIBLE_DEVICES). Pass num_gpus={available} or fewer, or omit it to let Ray "
+            f"detect them.")
+
+
+def check_resources(request: Mapping[str, float], purpose: str, fix: str) -> None:
+    """Fails at once when the Ray cluster can never grant ``request``, instead of hanging.
+
+    Compares each resource (e.g. ``{"CPU": 8}``) with the cluster's total, not with what is
+    free now: a request within the total waits for running work; one beyond it would wait
+    forever. Local mode needs no check.
+
+    Args:
+        request: resource name -> amount the caller's actors reserve together.
+        purpose: what needs them, e.g. "8 rollout workers x num_cpus_per_worker=1.0".
+        fix: what the user can change, appended to the message.
+
+    Raises:
+        ValueError: naming the requested and the available amount and the fix.
+
+    Examples:
+        >>> init(local_mode=True); check_resources({"CPU": 1000}, "a test", "")
+    """
+    if not any(amount > 0 for amount in request.values()) or _mode() == _LOCAL:
+        return
+    import ray
+
+    total = ray.cluster_resources()
+    for name, amount in request.items():
+        available = float(total.get(name, 0.0))
+        if amount > available + 1e-9:
+            raise ValueError(
+                f"{purpose} need {amount:g} {name}, but the Ray cluster has {available:g} {name} "
+                f"in total, so they could never all start and the run would hang. {fix}")
 
 
 def shutdown() -> None:

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import logging
+import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from flowrl.iter import ActorDiedError, executor
+from flowrl.iter import ActorDiedError, FlowError, executor
+from flowrl.policy import PolicySpec
 from flowrl.workers.rollout_worker import RolloutWorker
 
 logger = logging.getLogger(__name__)
 
 # Each replacement of a dead worker gets fresh env seeds, offset by this much per restart.
 _RESTART_SEED_STRIDE = 7_919
+# How long `num_healthy_workers` waits for pings: a dead actor's ping fails within it.
+_PING_WAIT_S = 0.25
+# How long a replacement may take to answer its first ping before the plan just goes on.
+_START_WAIT_S = 60.0
+# A worker that dies sooner than this after starting counts as a failed replacement.
+_MIN_HEALTHY_LIFETIME_S = 10.0
+# Waits between failed replacements in a row: doubling from the first, up to the last.
+_RESTART_BACKOFF_S = 0.5
+_MAX_RESTART_BACKOFF_S = 15.0
 
 
 class WorkerSet:
@@ -25,7 +37,7 @@ class WorkerSet:
     in-process objects in local mode. With `num_workers=0` the local worker also samples.
 
     ```python
-    workers = WorkerSet(env_creator=creator, policy_class=cls, config=config)
+    workers = WorkerSet(env_creator=creator, policy_spec=PPO_POLICY, config=config)
     workers.local_worker().policy.learn_on_batch(batch)   # the learner
     workers.sync_weights()                                 # one object-store put, n calls
     workers.remote_workers()                               # handles a plan gathers from
@@ -34,16 +46,17 @@ class WorkerSet:
 
     Args:
         env_creator: `creator(env_config) -> gymnasium.Env`, resolved on the driver.
-        policy_class: the `Policy` class every worker builds.
-        config: an algorithm config (an `AlgorithmConfig`); its rollout and resource fields
-            shape the workers and its `to_dict()` is the policy config.
+        policy_spec: the `PolicySpec` every worker builds its policy from.
+        config: the algorithm's typed config (an `AlgorithmConfig`); its rollout and resource
+            fields shape the workers and the policies read it by attribute.
     """
 
-    def __init__(self, *, env_creator: Callable[[dict], gym.Env], policy_class: type,
+    def __init__(self, *, env_creator: Callable[[dict], gym.Env], policy_spec: PolicySpec,
                  config: Any) -> None:
         self.env_creator = env_creator
-        self.policy_class = policy_class
+        self.policy_spec = policy_spec
         self.config = config
+        check_worker_resources(config)
         probe = env_creator(dict(config.env_config))
         try:
             self.observation_space = probe.observation_space
@@ -52,6 +65,9 @@ class WorkerSet:
             probe.close()
         self._restarts = [0] * config.num_workers
         self.num_worker_restarts = 0
+        # Per worker slot: failed replacements in a row, and when the current worker started.
+        self._failures_in_a_row = [0] * config.num_workers
+        self._started_at = [time.monotonic()] * config.num_workers
         # Remote workers first: their processes start (and import the framework) while the
         # driver builds its own policy.
         self._remote = [self._create_remote(i) for i in range(1, config.num_workers + 1)]
@@ -63,16 +79,14 @@ class WorkerSet:
 
     def _worker_kwargs(self, worker_index: int, num_threads: int | None) -> dict[str, Any]:
         config = self.config
-        policy_config = config.to_dict()
-        policy_config["num_threads"] = num_threads
         seed = config.seed
         if seed is not None and worker_index > 0:
             seed = seed + _RESTART_SEED_STRIDE * self._restarts[worker_index - 1]
         return dict(
             env_creator=self.env_creator,
             env_config=dict(config.env_config),
-            policy_class=self.policy_class,
-            policy_config=policy_config,
+            policy_spec=self.policy_spec,
+            config=config,
             observation_space=self.observation_space,
             action_space=self.action_space,
             num_envs=config.num_envs_per_worker,
@@ -80,6 +94,8 @@ class WorkerSet:
             batch_mode=config.batch_mode,
             seed=seed,
             worker_index=worker_index,
+            num_workers=config.num_workers,
+            num_threads=num_threads,
         )
 
     def _create_remote(self, worker_index: int) -> Any:
@@ -100,8 +116,23 @@ class WorkerSet:
 
     @property
     def num_healthy_workers(self) -> int:
-        """Remote workers that are alive (dead ones are replaced in place)."""
-        return len(self._remote)
+        """Remote workers that are alive: all but those whose ping fails within a short wait.
+
+        A busy worker answers after its current call, so a ping still pending after the wait
+        counts as alive; a dead actor's ping fails at once. Dead workers are replaced in place
+        when the plan next gathers from them.
+        """
+        if not self._remote:
+            return 0
+        pings = [executor.call(handle, "ping") for handle in self._remote]
+        answered, _ = executor.wait(pings, num_returns=len(pings), timeout=_PING_WAIT_S)
+        dead = 0
+        for future in answered:
+            try:
+                executor.get(future)
+            except ActorDiedError:
+                dead += 1
+        return len(self._remote) - dead
 
     # --- weights ----------------------------------------------------------------------------
 
@@ -163,12 +194,51 @@ class WorkerSet:
             pass
         logger.warning("Rollout worker %d died (%s); replacing it.", shard_index + 1, error)
         executor.kill(current)
-        self._restarts[shard_index] += 1
-        self.num_worker_restarts += 1
-        handle = self._create_remote(shard_index + 1)
+        if time.monotonic() - self._started_at[shard_index] < _MIN_HEALTHY_LIFETIME_S:
+            self._failures_in_a_row[shard_index] += 1  # it died right after starting
+        else:
+            self._failures_in_a_row[shard_index] = 0
+        handle = self._start_replacement(shard_index, error)
         executor.call(handle, "set_weights", executor.put(self._local.get_weights()))
         self._remote[shard_index] = handle
         return handle
+
+    def _start_replacement(self, shard_index: int, error: BaseException) -> Any:
+        """Starts a new worker for slot `shard_index` (actor and envs), retrying with doubling
+        waits.
+
+        A replacement that fails to start (or whose predecessor died right after starting)
+        counts as a failure in a row; after `max_worker_restarts` of them the run ends with a
+        FlowError naming the last cause, instead of replacing workers forever.
+        """
+        cause: BaseException = error
+        while True:
+            failures = self._failures_in_a_row[shard_index]
+            if failures > self.config.max_worker_restarts:
+                raise _restarts_exhausted(shard_index, failures, cause)
+            if failures:
+                delay = min(_RESTART_BACKOFF_S * 2 ** (failures - 1), _MAX_RESTART_BACKOFF_S)
+                logger.warning("Replacement %d of rollout worker %d in a row; waiting %.1f s.",
+                               failures, shard_index + 1, delay)
+                time.sleep(delay)
+            self._restarts[shard_index] += 1
+            self.num_worker_restarts += 1
+            handle = None
+            try:
+                handle = self._create_remote(shard_index + 1)
+                started = executor.call(handle, "apply", _open_envs)
+                answered, _ = executor.wait([started], timeout=_START_WAIT_S)
+                if answered:  # still starting after the wait: let the plan's call wait on it
+                    executor.get(answered[0])
+            # Any error while starting is retried and, in the end, reported as the cause.
+            except Exception as start_error:  # noqa: BLE001
+                cause = start_error
+                self._failures_in_a_row[shard_index] += 1
+                if handle is not None:
+                    executor.kill(handle)
+                continue
+            self._started_at[shard_index] = time.monotonic()
+            return handle
 
     def stop(self) -> None:
         """Stops the local worker's envs and kills the remote workers."""
@@ -176,6 +246,49 @@ class WorkerSet:
         for handle in self._remote:
             executor.kill(handle)
         self._remote = []
+
+
+def _open_envs(worker: RolloutWorker) -> None:
+    """Builds a worker's envs now (they are built on first use), so that a replacement whose
+    env cannot be constructed fails while it starts, where restarts are counted."""
+    worker._vector_env()
+
+
+def check_worker_resources(config: Any) -> None:
+    """Fails at once when the cluster can never hold the config's rollout workers.
+
+    Ray reserves `num_cpus_per_worker` CPUs (and `num_gpus_per_worker` GPUs, for configs that
+    have it) for each remote worker; the driver and the learner run outside those
+    reservations. A request beyond the cluster's total would wait forever.
+    """
+    num_workers = config.num_workers
+    cpus_per_worker = float(config.num_cpus_per_worker)
+    gpus_per_worker = float(getattr(config, "num_gpus_per_worker", 0) or 0)
+    executor.check_resources(
+        {"CPU": num_workers * cpus_per_worker, "GPU": num_workers * gpus_per_worker},
+        purpose=(f"num_workers={num_workers} rollout workers with "
+                 f"num_cpus_per_worker={cpus_per_worker:g}"
+                 + (f" and num_gpus_per_worker={gpus_per_worker:g}" if gpus_per_worker else "")),
+        fix=("Use fewer workers (num_workers) or a smaller num_cpus_per_worker, or start Ray "
+             "with more CPUs on purpose to oversubscribe the cores: flowrl.init(num_cpus=N) "
+             "before building the Trainer."),
+    )
+
+
+def _restarts_exhausted(shard_index: int, failures: int, cause: BaseException) -> FlowError:
+    first_line = (str(cause).splitlines() or [""])[0]
+    return FlowError(
+        operator=f"RolloutWorker {shard_index + 1}",
+        lineage="WorkerSet.recreate_worker (replacing a dead rollout worker)",
+        shard=shard_index,
+        original_type=type(cause).__name__,
+        original_message=(
+            f"rollout worker {shard_index + 1} could not be kept alive: {failures} failures in "
+            f"a row, more than max_worker_restarts. Last cause: {first_line}. Fix that cause "
+            f"(often the env raising in its constructor on the workers), or raise "
+            f"max_worker_restarts for a flaky cluster."),
+        remote_traceback="".join(traceback.format_exception(cause)),
+    )
 
 
 def summarize_episodes(episodes: list[tuple[float, int]]) -> dict[str, float]:

@@ -1,0 +1,257 @@
+"""Run records: what a training run leaves on disk, iteration by iteration.
+
+A run directory holds
+
+* ``params.json`` -- the full resolved config (``config.to_dict()``), written at start;
+* ``result.json`` -- one JSON line per iteration, with the key names Ray Tune writes
+  (``training_iteration``, ``timesteps_total``, ``episode_reward_mean``, ``time_total_s``, ...);
+* ``progress.csv`` -- the same results, nested dicts flattened with ``/`` (``info/learner/...``);
+* TensorBoard event files (tensorboardX), one scalar per numeric key, stepped by
+  ``timesteps_total``;
+* ``checkpoint_<iteration>/`` -- every ``checkpoint_freq`` iterations (``Trainer.save``), keeping
+  the ``keep_checkpoints_num`` most recent.
+
+Each iteration's lines are flushed and fsynced before ``record`` returns, so a process killed
+with ``kill -9`` leaves every completed iteration on disk.
+
+**CSV columns.** The header is the set of keys seen so far. When an iteration brings a key not
+in the header (an evaluation, a learner statistic that appears later), the file is rewritten
+with the extended header into a temporary file that atomically replaces ``progress.csv``; earlier
+rows get empty cells for the new columns. The file is therefore always a well-formed CSV whose
+every row has exactly the header's columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import math
+import os
+import re
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = ["RunRecorder", "default_run_dir", "flatten_result"]
+
+PARAMS_FILE = "params.json"
+RESULT_FILE = "result.json"
+PROGRESS_FILE = "progress.csv"
+
+
+class Checkpointable(Protocol):
+    """What the recorder needs from a trainer to write periodic checkpoints."""
+
+    def save(self, checkpoint_dir: str) -> str:
+        """Writes a checkpoint under checkpoint_dir and returns its path."""
+        ...
+
+
+def default_run_dir(algo: str, env: str, root: str | os.PathLike = "results") -> str:
+    """``results/<algo>_<env>_<timestamp>``; characters unsafe in a file name become ``_``."""
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{algo}_{env}")
+    path = Path(root) / f"{name}_{stamp}"
+    suffix = 1
+    while path.exists():  # two runs started in the same second
+        path = Path(root) / f"{name}_{stamp}_{suffix}"
+        suffix += 1
+    return str(path)
+
+
+def flatten_result(result: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts become ``outer/inner`` keys; lists and other values stay as they are."""
+    flat: dict[str, Any] = {}
+    for key, value in result.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_result(value, prefix=f"{name}/"))
+        else:
+            flat[name] = value
+    return flat
+
+
+class RunRecorder:
+    """Writes one run's records into ``run_dir`` (see the module docstring for the layout).
+
+    ```python
+    recorder = RunRecorder("results/my_run", config.to_dict(), checkpoint_freq=10)
+    for _ in range(100):
+        recorder.record(trainer.train(), trainer)
+    recorder.close()
+    ```
+
+    Args:
+        run_dir: the directory to write to; created if missing (an existing run's files are
+            appended to, e.g. when a run is resumed into the same directory).
+        params: the resolved config, written as ``params.json``.
+        checkpoint_freq: save a checkpoint every this many iterations; 0 turns them off.
+        keep_checkpoints_num: how many of the most recent periodic checkpoints to keep (>= 1).
+        tensorboard: write TensorBoard event files.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        params: Mapping[str, Any],
+        *,
+        checkpoint_freq: int = 0,
+        keep_checkpoints_num: int = 3,
+        tensorboard: bool = True,
+    ) -> None:
+        if checkpoint_freq < 0:
+            raise ValueError(
+                f"checkpoint_freq must be >= 0 (0 = no periodic checkpoints); got "
+                f"checkpoint_freq={checkpoint_freq}."
+            )
+        if keep_checkpoints_num < 1:
+            raise ValueError(
+                f"keep_checkpoints_num must be >= 1; got keep_checkpoints_num="
+                f"{keep_checkpoints_num}. Use checkpoint_freq=0 to save no periodic checkpoints."
+            )
+        self.run_dir = str(run_dir)
+        self.checkpoint_freq = checkpoint_freq
+        self.keep_checkpoints_num = keep_checkpoints_num
+        os.makedirs(self.run_dir, exist_ok=True)
+        _write_durably(os.path.join(self.run_dir, PARAMS_FILE),
+                       json.dumps(_json_ready(params), indent=2, sort_keys=True) + "\n")
+        self._result_file = open(os.path.join(self.run_dir, RESULT_FILE), "a", encoding="utf-8")
+        self._csv_path = os.path.join(self.run_dir, PROGRESS_FILE)
+        self._csv_columns = _read_csv_header(self._csv_path)
+        self._checkpoints: list[str] = []
+        self._tensorboard: Any = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tensorboard = SummaryWriter(logdir=self.run_dir, flush_secs=5)
+
+    def record(self, result: Mapping[str, Any], trainer: Checkpointable | None = None) -> None:
+        """Appends one iteration's result to every record; checkpoints ``trainer`` when due.
+
+        Returns once the JSON line and the CSV row are on disk (flushed and fsynced).
+        """
+        row = {"timestamp": int(time.time()), **_json_ready(result)}
+        self._result_file.write(json.dumps(row) + "\n")
+        self._result_file.flush()
+        os.fsync(self._result_file.fileno())
+        flat = {key: _csv_cell(value) for key, value in flatten_result(row).items()}
+        self._append_csv_row(flat)
+        if self._tensorboard is not None:
+            self._write_scalars(flat, step=int(result.get("timesteps_total", 0) or 0))
+        iteration = int(result.get("training_iteration", 0) or 0)
+        due = self.checkpoint_freq and iteration and iteration % self.checkpoint_freq == 0
+        if due and trainer is not None:
+            self.save_checkpoint(trainer)
+
+    def save_checkpoint(self, trainer: Checkpointable) -> str:
+        """Saves ``trainer`` into the run directory and drops the oldest periodic checkpoints."""
+        path = trainer.save(self.run_dir)
+        if path in self._checkpoints:
+            self._checkpoints.remove(path)
+        self._checkpoints.append(path)
+        while len(self._checkpoints) > self.keep_checkpoints_num:
+            shutil.rmtree(self._checkpoints.pop(0), ignore_errors=True)
+        return path
+
+    @property
+    def checkpoints(self) -> list[str]:
+        """The periodic checkpoints this recorder keeps, oldest first."""
+        return list(self._checkpoints)
+
+    def close(self) -> None:
+        """Flushes and closes the files. Idempotent."""
+        if not self._result_file.closed:
+            self._result_file.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
+
+    # --- CSV ------------------------------------------------------------------------------
+
+    def _append_csv_row(self, row: dict[str, Any]) -> None:
+        new_columns = [key for key in row if key not in self._csv_columns]
+        if new_columns or not os.path.exists(self._csv_path):
+            self._csv_columns = self._csv_columns + new_columns
+            self._rewrite_csv(extra_row=row)
+            return
+        with open(self._csv_path, "a", newline="", encoding="utf-8") as f:
+            csv.DictWriter(f, fieldnames=self._csv_columns).writerow(row)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _rewrite_csv(self, extra_row: dict[str, Any]) -> None:
+        """Rewrites progress.csv with the current header; atomic (temporary file + rename)."""
+        rows: list[dict[str, Any]] = []
+        if os.path.exists(self._csv_path):
+            with open(self._csv_path, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+        rows.append(extra_row)
+        staging = self._csv_path + ".tmp"
+        with open(staging, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=self._csv_columns, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(staging, self._csv_path)
+        _fsync_directory(self.run_dir)
+
+    # --- TensorBoard ----------------------------------------------------------------------
+
+    def _write_scalars(self, flat: Mapping[str, Any], step: int) -> None:
+        for key, value in flat.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if key in ("timestamp", "training_iteration") or math.isnan(value):
+                continue
+            self._tensorboard.add_scalar(f"ray/tune/{key}", value, global_step=step)
+        self._tensorboard.flush()
+
+
+def _read_csv_header(path: str) -> list[str]:
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return next(csv.reader(f), [])
+
+
+def _write_durably(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_directory(path: str) -> None:
+    """Makes a rename inside ``path`` durable (POSIX); a no-op where directories cannot be
+    opened (Windows)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _json_ready(value: Any) -> Any:
+    """Plain JSON data: numpy scalars and arrays become numbers and lists, tuples lists."""
+    if isinstance(value, Mapping):
+        return {str(key): _json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, (str, bool, int, float)) or value is None:
+        return value
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays
+    if callable(tolist):
+        return _json_ready(tolist())
+    return repr(value)
+
+
+def _csv_cell(value: Any) -> Any:
+    """Lists go into one cell as JSON, so a row keeps one cell per column."""
+    return json.dumps(value) if isinstance(value, list) else value
