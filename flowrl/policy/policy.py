@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
+from flowrl.policy.models import action_distribution
 from flowrl.policy.postprocessing import (
     compute_gae_for_fragment,
     compute_gae_for_trajectory,
@@ -144,6 +145,28 @@ class Policy(ABC):
         """Deterministic actors: actions in [-1, 1] (float32, shape (B, A))."""
         raise TypeError(self._wrong_model("compute deterministic actions",
                                           "deterministic_actor_critic"))
+
+    def _build_models(self, rng: np.random.Generator, model_classes: Mapping[str, type],
+                      distributions: Mapping[str, Any]) -> None:
+        """Builds `model` (and `target_model`, `dist_class`) with the framework's classes."""
+        self.dist_name, self.dist_class = None, None
+        if self.model_spec.kind == "actor_critic":
+            self.dist_name, self.dist_class = action_distribution(
+                self.action_space, self.config.model.free_log_std, distributions)
+        model_class = model_classes[self.model_spec.kind]
+        initial_weights = self.model_spec.initial_weights(rng)
+        self.model = model_class(self.model_spec, initial_weights)
+        self.target_model = (model_class(self.model_spec, initial_weights)
+                             if self.spec.target_network else None)
+        self._weight_shapes = self.model_spec.weight_shapes()
+
+    def _target(self, what: str) -> Any:
+        """The target model, or a clear error when the spec has no target network."""
+        if self.target_model is None:
+            raise ValueError(
+                f"Policy {self.spec.name!r} cannot {what}: it has no target network. Set "
+                f"target_network=True in its PolicySpec.")
+        return self.target_model
 
     def _wrong_model(self, what: str, kind: str) -> str:
         return (f"Policy {self.spec.name!r} cannot {what}: its model kind is "

@@ -15,7 +15,6 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
-from flowrl.policy.models import action_distribution
 from flowrl.policy.policy import (
     Policy,
     Saveable,
@@ -47,16 +46,7 @@ class TFPolicy(Policy, Saveable):
         rng, sampling_seed, shuffle_seed = seed_streams(self.seed)
         self.generator = tf.random.Generator.from_seed(sampling_seed)
         self._shuffle_rng = np.random.default_rng(shuffle_seed)
-        self.dist_name, self.dist_class = None, None
-        if self.model_spec.kind == "actor_critic":
-            self.dist_name, self.dist_class = action_distribution(
-                action_space, self.config.model.free_log_std, DISTRIBUTIONS)
-        model_class = MODEL_CLASSES[self.model_spec.kind]
-        initial_weights = self.model_spec.initial_weights(rng)
-        self.model = model_class(self.model_spec, initial_weights)
-        self.target_model = (model_class(self.model_spec, initial_weights)
-                             if self.spec.target_network else None)
-        self._weight_shapes = self.model_spec.weight_shapes()
+        self._build_models(rng, MODEL_CLASSES, DISTRIBUTIONS)
         self._coefficients = {
             name: tf.Variable(value, dtype=tf.float32, trainable=False)
             for name, value in self._coefficients.items()
@@ -276,12 +266,6 @@ class TFPolicy(Policy, Saveable):
             variable = target.params[name]
             variable.assign(variable + float(tau) * (self.model.params[name] - variable))
 
-    def _target(self, what: str) -> Any:
-        if self.target_model is None:
-            raise ValueError(
-                f"Policy {self.spec.name!r} cannot {what}: it has no target network. Set "
-                f"target_network=True in its PolicySpec.")
-        return self.target_model
 
     def get_state(self) -> dict[str, Any]:
         step = int(self._adam_step.numpy())

@@ -13,7 +13,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from flowrl.policy.models import action_distribution
 from flowrl.policy.policy import (
     Policy,
     Saveable,
@@ -52,16 +51,7 @@ class TorchPolicy(Policy, Saveable):
         self.generator.manual_seed(sampling_seed)
         self._shuffle_generator = torch.Generator()
         self._shuffle_generator.manual_seed(shuffle_seed)
-        self.dist_name, self.dist_class = None, None
-        if self.model_spec.kind == "actor_critic":
-            self.dist_name, self.dist_class = action_distribution(
-                action_space, self.config.model.free_log_std, DISTRIBUTIONS)
-        model_class = MODEL_CLASSES[self.model_spec.kind]
-        initial_weights = self.model_spec.initial_weights(rng)
-        self.model = model_class(self.model_spec, initial_weights)
-        self.target_model = (model_class(self.model_spec, initial_weights)
-                             if self.spec.target_network else None)
-        self._weight_shapes = self.model_spec.weight_shapes()
+        self._build_models(rng, MODEL_CLASSES, DISTRIBUTIONS)
         self._optimizer: torch.optim.Adam | None = None
 
     # ---- acting -------------------------------------------------------------------------------
@@ -212,12 +202,6 @@ class TorchPolicy(Policy, Saveable):
             for name in self.model.names:
                 target.params[name].lerp_(self.model.params[name], float(tau))
 
-    def _target(self, what: str) -> Any:
-        if self.target_model is None:
-            raise ValueError(
-                f"Policy {self.spec.name!r} cannot {what}: it has no target network. Set "
-                f"target_network=True in its PolicySpec.")
-        return self.target_model
 
     @property
     def optimizer(self) -> torch.optim.Adam:
