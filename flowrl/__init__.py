@@ -26,10 +26,17 @@ _LAZY_EXPORTS: dict[str, str] = {
     "run": "flowrl.trainer",
 }
 
-__all__ = sorted(_LAZY_EXPORTS) + ["__version__"]
+# Subpackages reachable as attributes after a plain `import flowrl` (e.g. `flowrl.viz.to_dot`).
+_LAZY_SUBMODULES = ("viz",)
+
+__all__ = sorted([*_LAZY_EXPORTS, *_LAZY_SUBMODULES]) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _LAZY_SUBMODULES:
+        module = importlib.import_module(f"flowrl.{name}")
+        globals()[name] = module
+        return module
     module_name = _LAZY_EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'flowrl' has no attribute {name!r}")

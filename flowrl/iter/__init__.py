@@ -9,7 +9,7 @@ Examples:
 
 from flowrl.iter import executor
 from flowrl.iter.errors import ActorDiedError, FlowError
-from flowrl.iter.local_iterator import LocalIterator
+from flowrl.iter.local_iterator import LocalIterator, merge_iterators
 from flowrl.iter.metrics import MetricsContext, SharedMetrics, TimerStat
 from flowrl.iter.parallel_iterator import (
     ParallelIterator,
@@ -18,6 +18,8 @@ from flowrl.iter.parallel_iterator import (
     from_iterators,
     from_range,
 )
+from flowrl.iter.sources import PollingSource
+from flowrl.iter.transforms import NonBlockingStep
 from flowrl.iter.worker import ParallelIteratorWorker
 
 __all__ = [
@@ -25,8 +27,10 @@ __all__ = [
     "FlowError",
     "LocalIterator",
     "MetricsContext",
+    "NonBlockingStep",
     "ParallelIterator",
     "ParallelIteratorWorker",
+    "PollingSource",
     "SharedMetrics",
     "TimerStat",
     "executor",
@@ -34,4 +38,5 @@ __all__ = [
     "from_items",
     "from_iterators",
     "from_range",
+    "merge_iterators",
 ]

@@ -6,7 +6,7 @@ import itertools
 import types
 from typing import Any, Literal
 
-Kind = Literal["source", "transform", "gather", "union", "duplicate", "sink"]
+Kind = Literal["source", "transform", "gather", "union", "concurrently", "duplicate", "sink"]
 Where = Literal["shard", "driver"]
 
 _ids = itertools.count()

@@ -5,10 +5,26 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
-from flowrl.iter import operators as ops
+from flowrl.iter.build import drive, open_node
+from flowrl.iter.duplicate import DuplicateChild, DuplicateState
 from flowrl.iter.errors import FlowError
-from flowrl.iter.graph import Node, callable_label, to_networkx, walk
+from flowrl.iter.graph import Kind, Node, callable_label, to_networkx, walk
 from flowrl.iter.metrics import MetricsContext, SharedMetrics, get_current_metrics
+from flowrl.iter.scheduling import Build
+from flowrl.iter.sources import IterSource, PolledSource, PollingSource
+from flowrl.iter.transforms import (
+    Batch,
+    Combine,
+    ConcurrentMap,
+    Filter,
+    Flatten,
+    Map,
+    NonBlockingMap,
+    NonBlockingStep,
+    Shuffle,
+    zip_with_source_actor,
+)
+from flowrl.iter.union import Union
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -54,7 +70,7 @@ class LocalIterator(Generic[T]):
             parents=(),
             where="driver",
             shards=None,
-            impl=ops.IterSource(base_iterator_factory),
+            impl=IterSource(base_iterator_factory),
         )
         self._setup(node, shared_metrics or SharedMetrics())
 
@@ -68,6 +84,51 @@ class LocalIterator(Generic[T]):
         it = cls.__new__(cls)
         it._setup(node, shared_metrics)
         return it
+
+    @classmethod
+    def from_polling_source(
+        cls,
+        source: PollingSource,
+        *,
+        name: str,
+        op: str | None = None,
+        params: dict[str, Any] | None = None,
+        shared_metrics: SharedMetrics | None = None,
+    ) -> LocalIterator[Any]:
+        """A source that is polled and may have nothing ready (e.g. an empty queue).
+
+        Under a union or ``Concurrently`` the other inputs run while it has nothing; driven
+        alone, the plan blocks in ``source.wait`` between polls. See ``PollingSource``.
+
+        Examples:
+            >>> from flowrl.iter.sources import PollingSource
+            >>> class Once(PollingSource):
+            ...     def __init__(self):
+            ...         self.done = False
+            ...     def poll(self):
+            ...         if self.done:
+            ...             raise StopIteration
+            ...         self.done = True
+            ...         return True, "only item"
+            >>> LocalIterator.from_polling_source(Once(), name="once").take(3)
+            ['only item']
+        """
+        if not isinstance(source, PollingSource):
+            raise TypeError(
+                f"from_polling_source() needs a flowrl.iter.PollingSource, got {source!r}; "
+                "for a plain iterable use LocalIterator(lambda: items, name=...)"
+            )
+        node = Node(
+            op=op or type(source).__name__,
+            label=name,
+            kind="source",
+            parents=(),
+            where="driver",
+            shards=None,
+            params=params,
+            impl=PolledSource(source),
+        )
+        return cls._from_node(node, shared_metrics or SharedMetrics())
 
     def _then(
         self,
@@ -103,12 +164,12 @@ class LocalIterator(Generic[T]):
 
     def _build(self) -> Iterator[T]:
         for node in walk(self._node):
-            if isinstance(node.impl, ops.Union):
+            if isinstance(node.impl, Union):
                 for child in node.impl.children:
                     child.shared_metrics.merge_into(node.impl.shared_metrics)
         context = self.shared_metrics.get()
-        built = ops.open_node(self._node, ops.Build(context))
-        self._generator = ops.drive(built, context)
+        built = open_node(self._node, Build(context))
+        self._generator = drive(built, context)
         return self._generator
 
     def __getstate__(self) -> dict[str, Any]:
@@ -159,7 +220,17 @@ class LocalIterator(Generic[T]):
         label = label or f"for_each({callable_label(fn)})"
         if not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ValueError(f"max_concurrency must be an int >= 1, got {max_concurrency=}")
-        impl = ops.Map(fn) if max_concurrency == 1 else ops.ConcurrentMap(fn, max_concurrency)
+        if isinstance(fn, NonBlockingStep):
+            if max_concurrency != 1:
+                raise ValueError(
+                    f"{label} retries items instead of blocking and runs one at a time; "
+                    f"drop max_concurrency (got {max_concurrency=})"
+                )
+            impl: Any = NonBlockingMap(fn)
+        elif max_concurrency == 1:
+            impl = Map(fn)
+        else:
+            impl = ConcurrentMap(fn, max_concurrency)
         return self._then("for_each", label, impl, {"max_concurrency": max_concurrency})
 
     def filter(self, fn: Callable[[T], bool], label: str | None = None) -> LocalIterator[T]:
@@ -169,7 +240,7 @@ class LocalIterator(Generic[T]):
             >>> LocalIterator(lambda: range(6), name="src").filter(lambda x: x % 2).take(5)
             [1, 3, 5]
         """
-        return self._then("filter", label or f"filter({callable_label(fn)})", ops.Filter(fn))
+        return self._then("filter", label or f"filter({callable_label(fn)})", Filter(fn))
 
     def batch(self, n: int) -> LocalIterator[list[T]]:
         """Groups items into lists of ``n``; the last list may be shorter.
@@ -179,7 +250,7 @@ class LocalIterator(Generic[T]):
             [[0, 1], [2, 3], [4]]
         """
         _check_positive("batch", n=n)
-        return self._then("batch", f"batch({n})", ops.Batch(n), {"n": n})
+        return self._then("batch", f"batch({n})", Batch(n), {"n": n})
 
     def flatten(self) -> LocalIterator[Any]:
         """Yields the elements of each (iterable) item; the inverse of ``batch``.
@@ -188,7 +259,7 @@ class LocalIterator(Generic[T]):
             >>> LocalIterator(lambda: [[1, 2], [3]], name="src").flatten().take(5)
             [1, 2, 3]
         """
-        return self._then("flatten", "flatten()", ops.Flatten())
+        return self._then("flatten", "flatten()", Flatten())
 
     def combine(self, fn: Callable[[T], Iterable[U]], label: str | None = None) -> LocalIterator[U]:
         """Flat-map: ``fn(item)`` returns a list (possibly empty) of outputs.
@@ -197,7 +268,7 @@ class LocalIterator(Generic[T]):
             >>> LocalIterator(lambda: [1, 2], name="src").combine(lambda x: [x] * x).take(5)
             [1, 2, 2]
         """
-        return self._then("combine", label or f"combine({callable_label(fn)})", ops.Combine(fn))
+        return self._then("combine", label or f"combine({callable_label(fn)})", Combine(fn))
 
     def shuffle(self, buffer_size: int, seed: int | None = None) -> LocalIterator[T]:
         """Shuffles items through a buffer of ``buffer_size`` (seeded: reproducible).
@@ -210,7 +281,7 @@ class LocalIterator(Generic[T]):
         return self._then(
             "shuffle",
             f"shuffle({buffer_size}, seed={seed})",
-            ops.Shuffle(buffer_size, seed),
+            Shuffle(buffer_size, seed),
             {"buffer_size": buffer_size, "seed": seed},
         )
 
@@ -225,7 +296,7 @@ class LocalIterator(Generic[T]):
             [0, 1]
         """
         return self._then(
-            "zip_with_source_actor", "zip_with_source_actor()", ops.Map(ops.zip_with_source_actor)
+            "zip_with_source_actor", "zip_with_source_actor()", Map(zip_with_source_actor)
         )
 
     def duplicate(self, n: int, max_ahead: int = 100) -> list[LocalIterator[T]]:
@@ -240,7 +311,7 @@ class LocalIterator(Generic[T]):
             [0, 0, 1, 1, 2, 2]
         """
         _check_positive("duplicate", n=n, max_ahead=max_ahead)
-        state = ops.DuplicateState(self._node, n, max_ahead)
+        state = DuplicateState(self._node, n, max_ahead)
         children = []
         for index in range(n):
             node = Node(
@@ -251,7 +322,7 @@ class LocalIterator(Generic[T]):
                 where="driver",
                 shards=None,
                 params={"n": n, "index": index},
-                impl=ops.DuplicateChild(state, index),
+                impl=DuplicateChild(state, index),
             )
             children.append(LocalIterator._from_node(node, self.shared_metrics))
         return children
@@ -261,6 +332,7 @@ class LocalIterator(Generic[T]):
         *others: LocalIterator[Any],
         deterministic: bool = False,
         round_robin_weights: list[int | str] | None = None,
+        output_indexes: list[int] | None = None,
     ) -> LocalIterator[Any]:
         """Merges this iterator with ``others``; the merged plans share one metrics context.
 
@@ -272,6 +344,8 @@ class LocalIterator(Generic[T]):
             round_robin_weights: Items per round for each input; ``"*"`` takes as many as are
                 ready without blocking (not every weight may be ``"*"``). A filtered-out item
                 still takes its turn.
+            output_indexes: Positions (0 is this iterator) of the inputs whose items leave the
+                union; the other inputs still run, for their side effects. None: all of them.
 
         Examples:
             >>> a = LocalIterator(lambda: range(4), name="a")
@@ -279,48 +353,26 @@ class LocalIterator(Generic[T]):
             >>> a.union(b, deterministic=True, round_robin_weights=[2, 1]).take(6)
             [0, 1, 'x', 2, 3, 'y']
         """
-        children = (self, *others)
-        for other in others:
-            if not isinstance(other, LocalIterator):
-                raise TypeError(
-                    f"union() takes LocalIterators, got {other!r}; gather a "
-                    "ParallelIterator first (e.g. gather_async())."
-                )
-        if round_robin_weights is not None:
-            round_robin_weights = list(round_robin_weights)
-            if len(round_robin_weights) != len(children):
-                raise ValueError(
-                    "round_robin_weights needs one weight per input: got "
-                    f"{len(round_robin_weights)} weights for {len(children)} inputs"
-                )
-            for weight in round_robin_weights:
-                if weight != "*" and (not isinstance(weight, int) or weight < 1):
-                    raise ValueError(f"each weight must be an int >= 1 or '*', got {weight=}")
-            if all(weight == "*" for weight in round_robin_weights):
-                raise ValueError(
-                    "not every round_robin_weight may be '*': at least one input "
-                    f"needs a count, got {round_robin_weights=}"
-                )
-        arguments = [repr(other) for other in others]
+        children = [self, *others]
         settings = []
         if deterministic:
             settings.append("deterministic=True")
         if round_robin_weights is not None:
-            settings.append(f"round_robin_weights={round_robin_weights}")
-        impl = ops.Union(children, deterministic, round_robin_weights)
-        impl.shared_metrics = SharedMetrics()
-        node = Node(
+            settings.append(f"round_robin_weights={list(round_robin_weights)}")
+        if output_indexes is not None:
+            settings.append(f"output_indexes={list(output_indexes)}")
+        arguments = [repr(other) for other in others]
+        return merge_iterators(
+            children,
+            deterministic=deterministic,
+            round_robin_weights=round_robin_weights,
+            output_indexes=output_indexes,
             op="union",
-            label=f"union({', '.join(settings)})",
             kind="union",
-            parents=tuple(child._node for child in children),
-            where="driver",
-            shards=None,
-            impl=impl,
-            params={"deterministic": deterministic, "round_robin_weights": round_robin_weights},
+            label=f"union({', '.join(settings)})",
             lineage=f"{self!r}.union({', '.join(arguments + settings)})",
+            method="union()",
         )
-        return LocalIterator._from_node(node, impl.shared_metrics)
 
     # -- consuming and inspecting -------------------------------------------------------------
 
@@ -373,8 +425,10 @@ class LocalIterator(Generic[T]):
             >>> it.stats_state()
             [('src', 0, 2, 0.0)]
         """
-        return [(s["label"], s["items_in"], s["items_out"], round(s["time_s"], 9))
-                for s in self.stats().values()]
+        return [
+            (s["label"], s["items_in"], s["items_out"], round(s["time_s"], 9))
+            for s in self.stats().values()
+        ]
 
     def restore_stats(self, state: list[tuple[str, int, int, float]]) -> None:
         """Adds checkpointed per-operator statistics to this plan's, so counts carry on.
@@ -418,6 +472,90 @@ def _check_positive(method: str, **values: int) -> None:
             raise ValueError(f"{method}() needs {name} to be an int >= 1, got {name}={value!r}")
 
 
+def merge_iterators(
+    iterators: list[LocalIterator[Any]],
+    *,
+    deterministic: bool,
+    round_robin_weights: list[int | str] | None = None,
+    output_indexes: list[int] | None = None,
+    op: str,
+    kind: Kind,
+    label: str,
+    lineage: str,
+    params: dict[str, Any] | None = None,
+    method: str,
+) -> LocalIterator[Any]:
+    """One plan node that runs ``iterators`` together; what ``union`` and ``Concurrently`` build.
+
+    Checks the arguments (``method`` names the caller in error messages), then adds a single
+    node of ``kind`` whose parents are the inputs; the merged plans share one metrics context.
+
+    Examples:
+        >>> a, b = LocalIterator(lambda: [1], name="a"), LocalIterator(lambda: [2], name="b")
+        >>> merged = merge_iterators([a, b], deterministic=True, op="merge", kind="union",
+        ...                          label="merge()", lineage="merge(a, b)", method="merge()")
+        >>> merged.take(2), repr(merged)
+        ([1, 2], 'merge(a, b)')
+    """
+    if not iterators:
+        raise ValueError(f"{method} needs at least one LocalIterator to run, got none")
+    for iterator in iterators:
+        if not isinstance(iterator, LocalIterator):
+            raise TypeError(
+                f"{method} takes LocalIterators, got {iterator!r}; gather a "
+                "ParallelIterator first (e.g. gather_async())."
+            )
+    if round_robin_weights is not None:
+        round_robin_weights = list(round_robin_weights)
+        if len(round_robin_weights) != len(iterators):
+            raise ValueError(
+                f"{method}: round_robin_weights needs one weight per input: got "
+                f"{len(round_robin_weights)} weights for {len(iterators)} inputs"
+            )
+        for weight in round_robin_weights:
+            if weight != "*" and (
+                isinstance(weight, bool) or not isinstance(weight, int) or weight < 1
+            ):
+                raise ValueError(f"{method}: each weight must be an int >= 1 or '*', got {weight=}")
+        if all(weight == "*" for weight in round_robin_weights):
+            raise ValueError(
+                f"{method}: not every round_robin_weight may be '*': at least one input "
+                f"needs a count, got {round_robin_weights=}"
+            )
+    if output_indexes is not None:
+        output_indexes = list(output_indexes)
+        for index in output_indexes:
+            if (
+                isinstance(index, bool)
+                or not isinstance(index, int)
+                or not (0 <= index < len(iterators))
+            ):
+                raise ValueError(
+                    f"{method}: output index out of range: {index=}, but there are "
+                    f"{len(iterators)} inputs (valid indexes 0..{len(iterators) - 1})"
+                )
+    if params is None:
+        params = {
+            "deterministic": deterministic,
+            "round_robin_weights": round_robin_weights,
+            "output_indexes": output_indexes,
+        }
+    impl = Union(tuple(iterators), deterministic, round_robin_weights, output_indexes)
+    impl.shared_metrics = SharedMetrics()
+    node = Node(
+        op=op,
+        label=label,
+        kind=kind,
+        parents=tuple(iterator._node for iterator in iterators),
+        where="driver",
+        shards=None,
+        impl=impl,
+        params=params,
+        lineage=lineage,
+    )
+    return LocalIterator._from_node(node, impl.shared_metrics)
+
+
 def collect_stats(node: Node, context: MetricsContext | None) -> dict[str, dict[str, Any]]:
     """Sums each node's statistics over its builds on the driver and on live shards."""
     from flowrl.iter.shards import shard_stats
@@ -442,6 +580,9 @@ def collect_stats(node: Node, context: MetricsContext | None) -> dict[str, dict[
             "time_s": seconds,
             "throughput": items_out / seconds if seconds > 0 else 0.0,
         }
+        extra_stats = getattr(current.impl, "extra_stats", None)
+        if extra_stats is not None:  # e.g. a queue's fill level
+            result[current.id].update(extra_stats())
     return result
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-from flowrl.iter import operators as ops
 from flowrl.iter.graph import Node, callable_label, to_networkx
 from flowrl.iter.local_iterator import LocalIterator, _check_positive, collect_stats
 from flowrl.iter.metrics import SharedMetrics
@@ -17,6 +16,15 @@ from flowrl.iter.shards import (
     RepartitionGroup,
     RepartitionShard,
     ShardSpec,
+)
+from flowrl.iter.transforms import (
+    Batch,
+    Combine,
+    ConcurrentMap,
+    Filter,
+    Flatten,
+    Map,
+    Shuffle,
 )
 
 T = TypeVar("T")
@@ -79,7 +87,7 @@ class ParallelIterator(Generic[T]):
         """
         if not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ValueError(f"max_concurrency must be an int >= 1, got {max_concurrency=}")
-        impl = ops.Map(fn) if max_concurrency == 1 else ops.ConcurrentMap(fn, max_concurrency)
+        impl = Map(fn) if max_concurrency == 1 else ConcurrentMap(fn, max_concurrency)
         return self._then(
             "for_each",
             label or f"for_each({callable_label(fn)})",
@@ -94,7 +102,7 @@ class ParallelIterator(Generic[T]):
             >>> from_range(6, num_shards=1).filter(lambda x: x % 2).gather_sync().take(5)
             [1, 3, 5]
         """
-        return self._then("filter", label or f"filter({callable_label(fn)})", ops.Filter(fn))
+        return self._then("filter", label or f"filter({callable_label(fn)})", Filter(fn))
 
     def batch(self, n: int) -> ParallelIterator[list[T]]:
         """Groups each shard's items into lists of ``n``.
@@ -104,7 +112,7 @@ class ParallelIterator(Generic[T]):
             [[0, 1], [2, 3]]
         """
         _check_positive("batch", n=n)
-        return self._then("batch", f"batch({n})", ops.Batch(n), {"n": n})
+        return self._then("batch", f"batch({n})", Batch(n), {"n": n})
 
     def flatten(self) -> ParallelIterator[Any]:
         """Flattens list items on every shard.
@@ -113,7 +121,7 @@ class ParallelIterator(Generic[T]):
             >>> from_items([[1, 2]], num_shards=1).flatten().gather_sync().take(2)
             [1, 2]
         """
-        return self._then("flatten", "flatten()", ops.Flatten())
+        return self._then("flatten", "flatten()", Flatten())
 
     def combine(
         self, fn: Callable[[T], Iterable[U]], label: str | None = None
@@ -124,7 +132,7 @@ class ParallelIterator(Generic[T]):
             >>> from_items([1, 2], num_shards=1).combine(lambda x: [x, x]).gather_sync().take(4)
             [1, 1, 2, 2]
         """
-        return self._then("combine", label or f"combine({callable_label(fn)})", ops.Combine(fn))
+        return self._then("combine", label or f"combine({callable_label(fn)})", Combine(fn))
 
     def local_shuffle(self, buffer_size: int, seed: int | None = None) -> ParallelIterator[T]:
         """Shuffles each shard's items through a buffer of ``buffer_size``.
@@ -137,7 +145,7 @@ class ParallelIterator(Generic[T]):
         return self._then(
             "local_shuffle",
             f"local_shuffle({buffer_size}, seed={seed})",
-            ops.Shuffle(buffer_size, seed),
+            Shuffle(buffer_size, seed),
             {"buffer_size": buffer_size, "seed": seed},
         )
 

@@ -8,10 +8,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from flowrl.iter import executor
-from flowrl.iter import operators as ops
 from flowrl.iter.errors import ActorDiedError, FlowError
 from flowrl.iter.graph import Node
 from flowrl.iter.metrics import MetricsContext
+from flowrl.iter.not_ready import NOT_READY
+from flowrl.iter.scheduling import Build, Waits
+from flowrl.iter.shipping import (
+    WorkerImportError,
+    as_worker_import_error,
+    missing_module_message,
+)
 from flowrl.iter.worker import END, ParallelIteratorWorker, ShardFailure, ShardOp
 
 OnActorFailure = Callable[[int, BaseException], Any]
@@ -125,6 +131,32 @@ def _init_call(handle: Any, spec: ShardSpec, index: int) -> Any:
     return executor.call(handle, "par_iter_init", shard_ops, index, ShardOp(spec.source_node))
 
 
+def _unimportable_operator_error(error: WorkerImportError, node: Node, run: Any) -> FlowError:
+    """A FlowError naming the shard operators whose functions live in the missing module."""
+    nodes = (run.spec.source_node, *run.spec.ops)
+    needing = [n.label for n in nodes if _defined_in(n.impl, error.name)]
+    operators = ", ".join(needing or [n.label for n in nodes])
+    return FlowError(
+        operator=needing[0] if needing else node.label,
+        lineage=node.lineage,
+        shard=run.index,
+        original_type="ModuleNotFoundError",
+        original_message=missing_module_message(
+            error.name or "?", f"the shard operator(s) {operators}"),
+        remote_traceback="",
+    )
+
+
+def _defined_in(impl: Any, module_name: str | None) -> bool:
+    """Whether an operator's function (``impl.fn``, or the impl itself) comes from the module."""
+    for candidate in (getattr(impl, "fn", None), impl):
+        module = getattr(candidate, "__module__", None) or type(candidate).__module__
+        if module_name and isinstance(module, str) and (
+                module == module_name or module.startswith(module_name + ".")):
+            return True
+    return False
+
+
 class _Run:
     __slots__ = ("index", "spec", "handle", "generation", "done", "released", "final_stats")
 
@@ -156,6 +188,8 @@ class _Shards:
                 executor.get(_init_call(run.handle, run.spec, run.index))
             except ActorDiedError as error:
                 self.recover(run, error)
+            except WorkerImportError as error:
+                raise _unimportable_operator_error(error, self.node, run) from error
         return [run for run in self.runs if not run.done]
 
     def request(self, run: _Run) -> Any:
@@ -196,7 +230,7 @@ class _Shards:
                 lineage=self.node.lineage,
                 shard=run.index,
                 original_type=type(error).__name__,
-                original_message=f"the actor serving shard {run.index} died: {error}",
+                original_message=_death_message(run.index, error),
                 remote_traceback="",
             ) from error
         replacement = callback(run.index, error)
@@ -248,6 +282,13 @@ class _Shards:
         return totals
 
 
+def _death_message(shard_index: int, error: ActorDiedError) -> str:
+    import_error = as_worker_import_error(error, f"the actor serving shard {shard_index}")
+    if import_error is not None:
+        return f"the actor serving shard {shard_index} could not start: {import_error}"
+    return f"the actor serving shard {shard_index} died: {error}"
+
+
 def shard_stats(context: MetricsContext) -> dict[str, tuple[int, int, float]]:
     """Per-node statistics summed over every live shard started under ``context``."""
     totals: dict[str, tuple[int, int, float]] = {}
@@ -264,7 +305,7 @@ class Gather:
     def __init__(self, shards: tuple[ShardSpec, ...], mode: str, num_async: int = 1) -> None:
         self.shards, self.mode, self.num_async = shards, mode, num_async
 
-    def open(self, node: Node, build: ops.Build) -> Iterator[Any]:
+    def open(self, node: Node, build: Build) -> Iterator[Any]:
         stat = build.context.op_stat(node.id)
         shards = _Shards(self.shards, node, build.context)
         if self.mode == "async":
@@ -272,7 +313,7 @@ class Gather:
         return _gather_rounds(shards, self.mode == "batch", build, stat)
 
 
-def _gather_rounds(shards: _Shards, as_batch: bool, build: ops.Build, stat: Any):
+def _gather_rounds(shards: _Shards, as_batch: bool, build: Build, stat: Any):
     clock = time.perf_counter
     try:
         runs = shards.start()
@@ -308,7 +349,7 @@ def _rounds(shards, runs, as_batch, build, stat, clock):
             yield value
 
 
-def _gather_async(shards: _Shards, num_async: int, build: ops.Build, stat: Any):
+def _gather_async(shards: _Shards, num_async: int, build: Build, stat: Any):
     clock = time.perf_counter
     pending: dict[Any, tuple[_Run, int]] = {}
 
@@ -333,8 +374,8 @@ def _async_loop(shards, pending, submit, num_async, build, stat, clock):
         if not ready:
             if build.nonblocking:
                 stat.time_s += clock() - start
-                ops.Waits.refs.extend(futures)
-                yield ops.NOT_READY
+                Waits.refs.extend(futures)
+                yield NOT_READY
                 continue
             ready, _ = executor.wait(futures, num_returns=1, timeout=None)
         stat.time_s += clock() - start

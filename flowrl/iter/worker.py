@@ -6,9 +6,10 @@ import collections
 from collections.abc import Iterator
 from typing import Any
 
+from flowrl.iter.build import apply_transforms
 from flowrl.iter.errors import FlowError, operator_error
 from flowrl.iter.metrics import MetricsContext, current, get_ident
-from flowrl.iter.operators import Build, apply_transforms
+from flowrl.iter.scheduling import Build
 
 
 class _End:

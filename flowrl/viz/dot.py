@@ -8,6 +8,7 @@ _SHAPES = {
     "source": "invhouse",
     "gather": "trapezium",
     "union": "diamond",
+    "concurrently": "diamond",
     "duplicate": "triangle",
     "sink": "house",
     "transform": "box",
@@ -15,13 +16,17 @@ _SHAPES = {
 
 
 def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """``text`` as a DOT string: quotes and backslashes escaped, each newline a line break."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n") + '"'
 
 
 def to_dot(graph: Any, name: str = "plan") -> str:
     """DOT text for a plan graph: one node per operator, labelled, shaped by kind.
 
-    Shard-side operators are filled grey; per-operator counts appear when the plan has run.
+    Shard-side operators are filled grey; per-operator counts, time and throughput (items/s:
+    ``items_per_s`` from ``flowrl.viz.live.annotate_rates`` when present, else the operator's
+    own ``throughput``) appear when the plan has run.
 
     Examples:
         >>> import flowrl.iter
@@ -33,9 +38,14 @@ def to_dot(graph: Any, name: str = "plan") -> str:
     for node_id, attrs in graph.nodes(data=True):
         label = attrs.get("label", node_id)
         if attrs.get("shards"):
-            label += f"\\n[{attrs['shards']} shards]"
+            label += f"\n[{attrs['shards']} shards]"
         if attrs.get("items_out"):
-            label += f"\\n{attrs['items_out']} items, {attrs.get('time_s', 0.0):.3g} s"
+            label += f"\n{attrs['items_out']} items, {attrs.get('time_s', 0.0):.3g} s"
+            rate = attrs.get("items_per_s", attrs.get("throughput"))
+            if rate:
+                label += f"\n{rate:.3g} items/s"
+            if attrs.get("time_share") is not None:
+                label += f", {100 * attrs['time_share']:.0f}% of time"
         style = ', style=filled, fillcolor="#e8e8e8"' if attrs.get("where") == "shard" else ""
         shape = _SHAPES.get(attrs.get("kind", "transform"), "box")
         lines.append(f"  {_quote(node_id)} [label={_quote(label)}, shape={shape}{style}];")

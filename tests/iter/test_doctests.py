@@ -9,14 +9,24 @@ import pytest
 
 MODULES = [
     "flowrl.iter",
+    "flowrl.iter.build",
+    "flowrl.iter.duplicate",
     "flowrl.iter.executor",
     "flowrl.iter.errors",
+    "flowrl.iter.fused",
     "flowrl.iter.graph",
     "flowrl.iter.local_iterator",
     "flowrl.iter.metrics",
+    "flowrl.iter.not_ready",
     "flowrl.iter.parallel_iterator",
+    "flowrl.iter.scheduling",
     "flowrl.iter.shards",
+    "flowrl.iter.sources",
+    "flowrl.iter.transforms",
+    "flowrl.iter.union",
     "flowrl.iter.worker",
+    "flowrl.ops.concurrency",
+    "flowrl.ops.learner_thread",
     "flowrl.viz.dot",
 ]
 

@@ -1,0 +1,378 @@
+"""`LearnerThread`: trains the learner policy in a Python thread fed by a queue (IMPALA, Ape-X).
+
+The plan runs on the driver's main thread and keeps sampling while the learner trains: the
+plan puts batches on `learner.inqueue` (`Enqueue`) and reads results from `learner.outqueue`
+(`Dequeue(learner.outqueue, check=learner.check)`). If the thread dies, the next plan step that
+touches it raises a `FlowError` naming the thread, the policy and the original traceback.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flowrl.iter.errors import operator_error
+from flowrl.iter.metrics import TimerStat
+from flowrl.ops.concurrency import WatchedQueue
+from flowrl.ops.results import DEFAULT_POLICY_ID
+
+# How often the thread looks up from a blocking queue call to see whether it should stop.
+_STOP_POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class LearnerOutput:
+    """What the learner thread puts on `learner.outqueue` after each update.
+
+    Attributes:
+        source: What the plan paired with the batch (`(source, batch)` items), e.g. the
+            rollout worker that produced it, so weights can go back to it; None otherwise.
+        batch_count: Environment steps in the batch trained on.
+        stats: The learner's statistics for this update (loss terms, ...).
+        learner_version: The learner's `weights_version` after this update.
+    """
+
+    source: Any
+    batch_count: int
+    stats: dict[str, Any]
+    learner_version: int
+
+
+class MinibatchBuffer:
+    """Replays each batch from a queue `num_passes` times, cycling over `size` slots (IMPALA).
+
+    With one slot each batch is trained on `num_passes` times in a row; with k slots the
+    learner alternates between the k latest batches, so consecutive updates see different data.
+
+    Examples:
+        >>> import queue
+        >>> inbox = queue.Queue()
+        >>> for batch in "ab":
+        ...     inbox.put(batch)
+        >>> buffer = MinibatchBuffer(inbox, size=2, num_passes=2)
+        >>> [buffer.get(timeout_s=0.1)[0] for _ in range(4)]
+        ['a', 'b', 'a', 'b']
+        >>> buffer.get(timeout_s=0.01) is None
+        True
+    """
+
+    def __init__(self, inqueue: queue.Queue, size: int, num_passes: int) -> None:
+        self.inqueue = inqueue
+        self.num_passes = num_passes
+        self.slots: list[Any] = [None] * size
+        self.passes_left = [0] * size
+        self.index = 0
+
+    def get(self, timeout_s: float) -> tuple[Any, bool] | None:
+        """`(item, is_new)` for the next update, or None if no new item came within the wait."""
+        index = self.index
+        is_new = self.passes_left[index] <= 0
+        if is_new:
+            try:
+                self.slots[index] = self.inqueue.get(timeout=timeout_s)
+            except queue.Empty:
+                return None
+            self.passes_left[index] = self.num_passes
+        item = self.slots[index]
+        self.passes_left[index] -= 1
+        if self.passes_left[index] == 0:
+            self.slots[index] = None  # the last pass: do not keep the batch alive
+        self.index = (index + 1) % len(self.slots)
+        return item, is_new
+
+    def holds_batches(self) -> bool:
+        """True while some slot still has passes left."""
+        return any(passes > 0 for passes in self.passes_left)
+
+
+class LearnerThread(threading.Thread):
+    """A daemon thread that trains the learner policy on the batches put on its `inqueue`.
+
+    Each item on `inqueue` is a batch, or a `(source, batch)` pair whose `source` (opaque to
+    the thread) comes back in the `LearnerOutput` on `outqueue`. Use it in a plan with
+    `Enqueue(learner.inqueue)` and `Dequeue(learner.outqueue, check=learner.check)`, or
+    imperatively: `learner.start(); learner.inqueue.put(batch); learner.outqueue.get()`.
+
+    Args:
+        workers: A WorkerSet, or anything with `local_worker().policy` (only used when `learn`
+            is not given).
+        policy_id: The id of the policy being trained (for errors and statistics).
+        learn: `(batch) -> stats dict`; default `workers.local_worker().policy.learn_on_batch`.
+        in_queue_size: Capacity of `inqueue`, in items.
+        out_queue_size: Capacity of `outqueue`; the learner waits when it is full.
+        num_sgd_iter: Updates per batch (each batch is replayed this many times).
+        minibatch_buffer_size: Batches the replay cycles over (see `MinibatchBuffer`).
+        timeout_s: Seconds a queue may stay full or empty while the plan keeps trying before
+            the plan fails, saying which side is starving.
+
+    Examples:
+        >>> learner = LearnerThread(None, learn=lambda batch: {"loss": float(sum(batch))})
+        >>> learner.start()
+        >>> learner.inqueue.put(("worker-1", [1.0, 2.0]))
+        >>> output = learner.outqueue.get(timeout=10)
+        >>> output.source, output.batch_count, output.stats, output.learner_version
+        ('worker-1', 2, {'loss': 3.0}, 1)
+        >>> learner.stop()
+    """
+
+    def __init__(
+        self,
+        workers: Any,
+        *,
+        policy_id: str = DEFAULT_POLICY_ID,
+        learn: Callable[[Any], dict[str, Any]] | None = None,
+        in_queue_size: int = 16,
+        out_queue_size: int = 128,
+        num_sgd_iter: int = 1,
+        minibatch_buffer_size: int = 1,
+        timeout_s: float = 300.0,
+    ) -> None:
+        for name, value in (
+            ("in_queue_size", in_queue_size),
+            ("out_queue_size", out_queue_size),
+            ("num_sgd_iter", num_sgd_iter),
+            ("minibatch_buffer_size", minibatch_buffer_size),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"LearnerThread needs {name} to be an int >= 1, got {value!r}")
+        if isinstance(timeout_s, bool) or not timeout_s > 0:
+            raise ValueError(f"LearnerThread needs timeout_s > 0 seconds, got {timeout_s=}")
+        super().__init__(name=f"flowrl-learner-{policy_id}", daemon=True)
+        # What __reduce__ rebuilds an unstarted copy from (plans pickle before they run).
+        self._constructor_arguments = (workers, {
+            "policy_id": policy_id, "learn": learn, "in_queue_size": in_queue_size,
+            "out_queue_size": out_queue_size, "num_sgd_iter": num_sgd_iter,
+            "minibatch_buffer_size": minibatch_buffer_size, "timeout_s": timeout_s})
+        self.policy_id = policy_id
+        self.learn = learn if learn is not None else _learn_on_batch_of(workers, policy_id)
+        self.num_sgd_iter = num_sgd_iter
+        self.timeout_s = timeout_s
+        self.inqueue = _LearnerQueue(
+            self,
+            "inqueue",
+            in_queue_size,
+            name="learner.inqueue",
+            check=self.check,
+            timeout_s=timeout_s,
+            diagnose=self._why_inqueue_stays_full,
+        )
+        self.outqueue = _LearnerQueue(
+            self,
+            "outqueue",
+            out_queue_size,
+            name="learner.outqueue",
+            check=self.check,
+            timeout_s=timeout_s,
+            diagnose=self._why_outqueue_stays_empty,
+        )
+        self.minibatch_buffer = MinibatchBuffer(self.inqueue, minibatch_buffer_size, num_sgd_iter)
+        self.num_batches_received = 0
+        self.num_updates = 0
+        self.num_steps_trained = 0
+        self.weights_version = 0
+        self.learn_timer = TimerStat()
+        self._update_times: collections.deque[float] = collections.deque(maxlen=100)
+        self._learning_since: float | None = None
+        self._last_batch_at: float | None = None
+        self._waiting_for_outqueue = False
+        self._failure: BaseException | None = None
+        self._stopping = threading.Event()
+
+    def __reduce__(self) -> tuple:
+        """Pickles as a new, unstarted learner with the same settings, so a plan holding it
+        (and its queues) pickles before it runs, like every other plan."""
+        workers, settings = self._constructor_arguments
+        return (_unstarted_learner, (type(self), workers, settings))
+
+    def start(self) -> None:
+        """Starts the thread; `stop_learner_threads(workers)` (Trainer.stop) will stop it."""
+        _STARTED_LEARNERS.add(self)
+        super().start()
+
+    # -- the thread ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                got = self.minibatch_buffer.get(timeout_s=_STOP_POLL_S)
+                if got is not None:
+                    self._train_once(*got)
+        except BaseException as error:  # noqa: BLE001 - kept; check() raises it on the plan side
+            self._failure = error
+
+    def _train_once(self, item: Any, is_new: bool) -> None:
+        if is_new:
+            self.num_batches_received += 1
+            self._last_batch_at = time.monotonic()
+        source, batch = item if isinstance(item, tuple) and len(item) == 2 else (None, item)
+        count = _batch_count(batch)
+        self._learning_since = time.monotonic()
+        start = time.perf_counter()
+        stats = self.learn(batch)
+        self.learn_timer.push(time.perf_counter() - start)
+        self.learn_timer.push_units_processed(count)
+        self._learning_since = None
+        self.num_updates += 1
+        self.weights_version += 1
+        self.num_steps_trained += count
+        self._update_times.append(time.monotonic())
+        output = LearnerOutput(source, count, dict(stats or {}), self.weights_version)
+        self._put_output(output)
+
+    def _put_output(self, output: LearnerOutput) -> None:
+        self._waiting_for_outqueue = True
+        try:
+            while not self._stopping.is_set():
+                try:
+                    self.outqueue.put(output, timeout=_STOP_POLL_S)
+                    return
+                except queue.Full:
+                    continue
+        finally:
+            self._waiting_for_outqueue = False
+
+    # -- the plan side -------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Raises a `FlowError` if the thread died, or a RuntimeError if it is not running.
+
+        `Enqueue(learner.inqueue)` and `Dequeue(learner.outqueue)` call it on every try.
+        """
+        failure = self._failure
+        if failure is not None:
+            raise operator_error(
+                failure,
+                operator=f"LearnerThread {self.name!r} (policy_id={self.policy_id!r})",
+                lineage=f"the learner thread {self.name!r} training policy {self.policy_id!r}",
+                shard=None,
+            )
+        if not self.is_alive():
+            state = "was stopped" if self._stopping.is_set() else "was never started"
+            raise RuntimeError(
+                f"The learner thread {self.name!r} (policy_id={self.policy_id!r}) {state}, so "
+                "nothing consumes learner.inqueue; call learner.start() before running the plan "
+                "and learner.stop() only after it."
+            )
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Asks the thread to finish its current update and waits up to `timeout_s` for it."""
+        self._stopping.set()
+        if self.is_alive():
+            self.join(timeout_s)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for a result dict or the plan graph (all plain numbers)."""
+        now = time.monotonic()
+        times = list(self._update_times)
+        span = times[-1] - times[0] if len(times) > 1 else 0.0
+        return {
+            "num_batches_received": self.num_batches_received,
+            "num_updates": self.num_updates,
+            "num_steps_trained": self.num_steps_trained,
+            "weights_version": self.weights_version,
+            "updates_per_s": (len(times) - 1) / span if span > 0 else 0.0,
+            "learn_time_ms": 1000 * self.learn_timer.mean,
+            "learn_throughput": self.learn_timer.mean_throughput,
+            "inqueue_size": self.inqueue.qsize(),
+            "inqueue_maxsize": self.inqueue.maxsize,
+            "outqueue_size": self.outqueue.qsize(),
+            "outqueue_maxsize": self.outqueue.maxsize,
+            "seconds_since_last_batch": (
+                now - self._last_batch_at if self._last_batch_at is not None else None
+            ),
+            "alive": self.is_alive(),
+        }
+
+    def _why_outqueue_stays_empty(self) -> str:
+        if self._learning_since is not None:
+            busy = time.monotonic() - self._learning_since
+            return (
+                f"The learner is not producing: one update (learn on policy {self.policy_id!r}) "
+                f"has been running for {busy:.1f} s; it is slow or stuck."
+            )
+        if self.inqueue.empty() and not self.minibatch_buffer.holds_batches():
+            last = self.stats()["seconds_since_last_batch"]
+            when = "ever" if last is None else f"for {last:.1f} s"
+            return (
+                f"No batches are arriving from the producer: learner.inqueue has had no batch "
+                f"{when} ({self.num_batches_received} received in all). Check that the flow "
+                "feeding Enqueue(learner.inqueue) produces items (are the rollout workers "
+                "sampling?) and that it runs in the same Concurrently as this Dequeue."
+            )
+        return (
+            f"The learner is not producing: it holds batches (learner.inqueue "
+            f"{self.inqueue.qsize()}/{self.inqueue.maxsize}) but finished no update."
+        )
+
+    def _why_inqueue_stays_full(self) -> str:
+        if self._waiting_for_outqueue:
+            return (
+                f"The learner waits on a full learner.outqueue ({self.outqueue.qsize()}/"
+                f"{self.outqueue.maxsize}): the plan does not read it; add "
+                "Dequeue(learner.outqueue, check=learner.check) to the plan's Concurrently."
+            )
+        if self._learning_since is not None:
+            busy = time.monotonic() - self._learning_since
+            return (
+                f"The learner is not taking batches: one update (learn on policy "
+                f"{self.policy_id!r}) has been running for {busy:.1f} s; it is slow or stuck."
+            )
+        return "The learner is not taking batches from learner.inqueue."
+
+
+_STARTED_LEARNERS: weakref.WeakSet[LearnerThread] = weakref.WeakSet()
+
+
+def stop_learner_threads(workers: Any) -> None:
+    """Stops every started learner thread built on `workers` (what `Trainer.stop` calls), so no
+    learner goes on training after its trainer stopped."""
+    for learner in list(_STARTED_LEARNERS):
+        if learner._constructor_arguments[0] is workers:
+            learner.stop()
+            _STARTED_LEARNERS.discard(learner)
+
+
+class _LearnerQueue(WatchedQueue):
+    """One of a learner's queues; pickles as a reference to that learner's queue."""
+
+    def __init__(self, learner: LearnerThread, attribute: str, maxsize: int,
+                 **options: Any) -> None:
+        super().__init__(maxsize, **options)
+        self._learner = learner
+        self._attribute = attribute
+
+    def __reduce__(self) -> tuple:
+        return (getattr, (self._learner, self._attribute))
+
+
+def _unstarted_learner(cls: type, workers: Any, settings: dict[str, Any]) -> LearnerThread:
+    return cls(workers, **settings)
+
+
+def _learn_on_batch_of(workers: Any, policy_id: str) -> Callable[[Any], dict[str, Any]]:
+    try:
+        policy = workers.local_worker().policy
+        learn = policy.learn_on_batch
+    except AttributeError as error:
+        raise TypeError(
+            f"LearnerThread(workers, policy_id={policy_id!r}) trains "
+            "workers.local_worker().policy.learn_on_batch, but "
+            f"{workers!r} has no such policy ({error}); pass a WorkerSet, or learn=callable"
+        ) from error
+    return learn
+
+
+def _batch_count(batch: Any) -> int:
+    count = getattr(batch, "count", None)
+    if isinstance(count, int):
+        return count
+    try:
+        return len(batch)
+    except TypeError:
+        return 0
