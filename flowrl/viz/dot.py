@@ -38,7 +38,7 @@ def to_dot(graph: Any, name: str = "plan") -> str:
     for node_id, attrs in graph.nodes(data=True):
         label = attrs.get("label", node_id)
         if attrs.get("shards"):
-            label += f"\n[{attrs['shards']} shards]"
+            label += f"\n[{attrs['shards']} shard{'s' if attrs['shards'] != 1 else ''}]"
         if attrs.get("items_out"):
             label += f"\n{attrs['items_out']} items, {attrs.get('time_s', 0.0):.3g} s"
             rate = attrs.get("items_per_s", attrs.get("throughput"))

@@ -372,6 +372,8 @@ def _box(node: Any, attrs: dict[str, Any], with_stats: bool) -> dict[str, Any]:
 
 
 def _stats_line(attrs: dict[str, Any]) -> str | None:
+    if isinstance(attrs.get("items_per_s"), int | float):
+        return _live_stats_line(attrs)
     if not any(key in attrs for key in _STAT_KEYS):
         return None
     parts = [f"{_si(attrs.get('items_out', 0))} out"]
@@ -379,6 +381,17 @@ def _stats_line(attrs: dict[str, Any]) -> str | None:
         parts.append(_seconds(float(attrs["time_s"])))
     if attrs.get("throughput"):
         parts.append(f"{_si(float(attrs['throughput']))}/s")
+    return " \u00b7 ".join(parts)
+
+
+def _live_stats_line(attrs: dict[str, Any]) -> str:
+    """Rates of a running plan (``flowrl.viz.live.annotate_rates``): items/s, share, fill."""
+    parts = [f"{_si(float(attrs['items_per_s']))} items/s"]
+    if isinstance(attrs.get("time_share"), int | float):
+        parts.append(f"{100 * float(attrs['time_share']):.0f}% of iter")
+    if isinstance(attrs.get("queue_size"), int):
+        capacity = f"/{attrs['queue_maxsize']}" if attrs.get("queue_maxsize") else ""
+        parts.append(f"queue {attrs['queue_size']}{capacity}")
     return " \u00b7 ".join(parts)
 
 
