@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flowrl.iter.errors import ActorDiedError
+from flowrl.iter.shipping import as_worker_import_error, ship_unimportable_modules
 
 _LOCAL = "local"
 _RAY = "ray"
@@ -246,6 +247,7 @@ def create_actor(cls: type, *args: Any, num_cpus: float = 1, **kwargs: Any) -> A
         return cls(*args, **kwargs)
     import ray
 
+    ship_unimportable_modules()
     return ray.remote(cls).options(num_cpus=num_cpus).remote(*args, **kwargs)
 
 
@@ -267,6 +269,7 @@ def call(handle: Any, method_name: str, *args: Any, **kwargs: Any) -> Any:
             return LocalFuture(value=getattr(handle, method_name)(*args, **kwargs))
         except Exception as exc:  # delivered by get(), as Ray would
             return LocalFuture(error=exc)
+    ship_unimportable_modules()
     return getattr(handle, method_name).remote(*args, **kwargs)
 
 
@@ -293,6 +296,11 @@ def get(future_or_list: Any, timeout: float | None = None) -> Any:
         return ray.get(future_or_list, timeout=timeout)
     except ray.exceptions.RayActorError as exc:
         raise ActorDiedError(f"an actor died during the call: {exc}") from exc
+    except ray.exceptions.RaySystemError as exc:  # e.g. arguments the worker cannot unpickle
+        import_error = as_worker_import_error(exc, "an object sent to an actor")
+        if import_error is not None:
+            raise import_error from exc
+        raise
 
 
 def _get_local(future: Any) -> Any:
@@ -333,6 +341,7 @@ def put(value: Any) -> Any:
         return value
     import ray
 
+    ship_unimportable_modules()
     return ray.put(value)
 
 
@@ -372,6 +381,7 @@ def acquire_shard_worker(worker_class: type, item_generator: Any, repeat: bool) 
         _shard_pool["job"], _shard_pool["idle"] = job, []
     if _shard_pool["idle"]:
         handle = _shard_pool["idle"].pop()
+        ship_unimportable_modules()
         handle.par_iter_reset.remote(item_generator, repeat)  # ordered before later calls
         return handle
     return create_actor(worker_class, item_generator, repeat, num_cpus=0)
@@ -396,6 +406,7 @@ def remote_apply(fn: Any) -> Any:
         return submit_local
     import ray
 
+    ship_unimportable_modules()
     fn_ref = ray.put(fn)
     task = ray.remote(_apply).options(num_cpus=0)
 
@@ -419,6 +430,10 @@ def get_task_result(future: Any) -> Any:
         return ray.get(future)
     except ray.exceptions.RayTaskError as exc:
         cause = getattr(exc, "cause", None)
+        if isinstance(cause, ray.exceptions.RaySystemError):  # its arguments did not unpickle
+            import_error = as_worker_import_error(exc, "the function sent to a Ray task")
+            if import_error is not None:
+                raise import_error from exc
         if isinstance(cause, BaseException):
             cause.remote_traceback = str(exc)  # type: ignore[attr-defined]
             raise cause from None

@@ -157,15 +157,36 @@ def _defined_in(impl: Any, module_name: str | None) -> bool:
     return False
 
 
+ShardStats = dict[str, tuple[int, int, float]]
+"""Per-operator ``(items_in, items_out, seconds)`` of one shard, by node id."""
+
+
 class _Run:
-    __slots__ = ("index", "spec", "handle", "generation", "done", "released", "final_stats")
+    """One shard of a running gather; its statistics outlive the actors that served it."""
+
+    __slots__ = ("index", "spec", "handle", "generation", "done", "released", "final_stats",
+                 "last_stats", "retired_stats")
 
     def __init__(self, index: int, spec: ShardSpec, handle: Any) -> None:
         self.index, self.spec, self.handle = index, spec, handle
         self.generation = 0
         self.done = False
         self.released = False
-        self.final_stats: dict[str, tuple[int, int, float]] | None = None
+        self.final_stats: ShardStats | None = None
+        # The latest statistics read from the current actor, and the sum of the last ones read
+        # from the actors it replaced: a restart never takes counts back.
+        self.last_stats: ShardStats = {}
+        self.retired_stats: ShardStats = {}
+
+    def retire_actor(self) -> None:
+        """The current actor is gone: keep its last statistics in the running total."""
+        self.retired_stats = _sum_stats([self.retired_stats, self.last_stats])
+        self.last_stats = {}
+
+    def total_stats(self) -> ShardStats:
+        """Statistics of this shard over every actor that served it."""
+        current = self.final_stats if self.released else self.last_stats
+        return _sum_stats([self.retired_stats, current or {}])
 
 
 _RESTARTED = object()
@@ -234,6 +255,7 @@ class _Shards:
                 remote_traceback="",
             ) from error
         replacement = callback(run.index, error)
+        run.retire_actor()
         run.generation += 1
         if replacement is None:
             run.done = True
@@ -250,7 +272,7 @@ class _Shards:
             try:
                 run.final_stats = executor.get(executor.call(run.handle, "par_iter_stats"))
             except ActorDiedError:
-                run.final_stats = {}
+                run.final_stats = run.last_stats
             run.released = True
             executor.release_shard_worker(run.handle)
 
@@ -262,24 +284,26 @@ class _Shards:
                 run.final_stats = {}
                 executor.release_shard_worker(run.handle)
 
-    def stats(self) -> dict[str, tuple[int, int, float]]:
-        futures = [
-            (run, executor.call(run.handle, "par_iter_stats"))
-            for run in self.runs
-            if not run.released and (not run.done or run.generation == 0)
-        ]
-        shards = [run.final_stats for run in self.runs if run.final_stats]
-        for _, future in futures:
+    def stats(self) -> ShardStats:
+        """Per-node statistics summed over the shards, cumulative across actor restarts: a
+        dead actor counts with the last statistics read from it."""
+        futures = [(run, executor.call(run.handle, "par_iter_stats"))
+                   for run in self.runs if not run.released]
+        for run, future in futures:
             try:
-                shards.append(executor.get(future))
-            except Exception:  # a dead shard has no statistics to report
+                run.last_stats = executor.get(future)
+            except ActorDiedError:  # dead: its last statistics stand until it is replaced
                 continue
-        totals: dict[str, tuple[int, int, float]] = {}
-        for shard in shards:
-            for node_id, (a, b, c) in shard.items():
-                x, y, z = totals.get(node_id, (0, 0, 0.0))
-                totals[node_id] = (x + a, y + b, z + c)
-        return totals
+        return _sum_stats([run.total_stats() for run in self.runs])
+
+
+def _sum_stats(shards: list[ShardStats]) -> ShardStats:
+    totals: ShardStats = {}
+    for shard in shards:
+        for node_id, (a, b, c) in shard.items():
+            x, y, z = totals.get(node_id, (0, 0, 0.0))
+            totals[node_id] = (x + a, y + b, z + c)
+    return totals
 
 
 def _death_message(shard_index: int, error: ActorDiedError) -> str:

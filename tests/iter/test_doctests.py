@@ -21,6 +21,7 @@ MODULES = [
     "flowrl.iter.parallel_iterator",
     "flowrl.iter.scheduling",
     "flowrl.iter.shards",
+    "flowrl.iter.shipping",
     "flowrl.iter.sources",
     "flowrl.iter.transforms",
     "flowrl.iter.union",
