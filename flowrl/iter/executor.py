@@ -182,7 +182,7 @@ def shutdown() -> None:
 
     Examples:
         >>> import flowrl
-        >>> flowrl.shutdown(); flowrl.shutdown()
+        >>> flowrl.shutdown(); flowrl.shutdown()  # doctest: +SKIP
     """
     if _state["started_ray"]:
         import ray
@@ -379,10 +379,15 @@ def acquire_shard_worker(worker_class: type, item_generator: Any, repeat: bool) 
     job = ray.get_runtime_context().get_job_id()
     if _shard_pool["job"] != job:
         _shard_pool["job"], _shard_pool["idle"] = job, []
-    if _shard_pool["idle"]:
+    while _shard_pool["idle"]:
         handle = _shard_pool["idle"].pop()
         ship_unimportable_modules()
-        handle.par_iter_reset.remote(item_generator, repeat)  # ordered before later calls
+        # Waiting for the reset costs one round trip and proves the pooled actor is still
+        # alive; a dead one (killed, or collected by Ray) is dropped and the next one tried.
+        try:
+            ray.get(handle.par_iter_reset.remote(item_generator, repeat), timeout=30)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            continue
         return handle
     return create_actor(worker_class, item_generator, repeat, num_cpus=0)
 

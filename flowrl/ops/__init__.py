@@ -5,7 +5,14 @@ Sources and combinators keep the names users of earlier dataflow RL APIs know
 `repr` is their label in the plan graph.
 """
 
+from flowrl.ops.concurrency import Concurrently, Dequeue, Enqueue, WatchedQueue
 from flowrl.ops.imperative import training_step_plan
+from flowrl.ops.learner_thread import (
+    LearnerOutput,
+    LearnerThread,
+    MinibatchBuffer,
+    StartLearnerThread,
+)
 from flowrl.ops.metrics import (
     APPLY_GRADS_TIMER,
     BROADCAST_TIMER,
@@ -14,10 +21,21 @@ from flowrl.ops.metrics import (
     LEARN_TIMER,
     NUM_ACTOR_RESTARTS_COUNTER,
     NUM_GRADIENT_UPDATES_COUNTER,
+    NUM_TARGET_UPDATES_COUNTER,
     NUM_WEIGHT_BROADCASTS_COUNTER,
+    REPLAY_PRIORITY_UPDATES_COUNTER,
+    REPLAY_ROWS_ADDED_COUNTER,
     SAMPLE_TIMER,
     STEPS_SAMPLED_COUNTER,
     STEPS_TRAINED_COUNTER,
+)
+from flowrl.ops.replay_ops import (
+    PRIORITIES,
+    TD_ERRORS,
+    Replay,
+    StoreToReplay,
+    UpdatePriorities,
+    UpdateTargetNetwork,
 )
 from flowrl.ops.results import DEFAULT_POLICY_ID, Gradients, TrainResult
 from flowrl.ops.rollout_ops import (
@@ -46,10 +64,15 @@ __all__ = [
     "LEARN_TIMER",
     "NUM_ACTOR_RESTARTS_COUNTER",
     "NUM_GRADIENT_UPDATES_COUNTER",
+    "NUM_TARGET_UPDATES_COUNTER",
     "NUM_WEIGHT_BROADCASTS_COUNTER",
+    "PRIORITIES",
+    "REPLAY_PRIORITY_UPDATES_COUNTER",
+    "REPLAY_ROWS_ADDED_COUNTER",
     "SAMPLE_TIMER",
     "STEPS_SAMPLED_COUNTER",
     "STEPS_TRAINED_COUNTER",
+    "TD_ERRORS",
     "ApplyGradients",
     "AsyncGradients",
     "AverageGradients",
@@ -57,12 +80,24 @@ __all__ = [
     "ComputeGradients",
     "ComputeGradientsOnShard",
     "ConcatBatches",
+    "Concurrently",
+    "Dequeue",
+    "Enqueue",
     "Gradients",
+    "LearnerOutput",
+    "LearnerThread",
+    "MinibatchBuffer",
+    "StartLearnerThread",
     "ParallelRollouts",
     "RecordSampledSteps",
+    "Replay",
     "SelectExperiences",
     "StandardizeFields",
+    "StoreToReplay",
     "TrainOneStep",
     "TrainResult",
+    "UpdatePriorities",
+    "UpdateTargetNetwork",
+    "WatchedQueue",
     "training_step_plan",
 ]

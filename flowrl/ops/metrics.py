@@ -23,3 +23,10 @@ BROADCAST_TIMER = "timers/broadcast_weights"
 
 KL_COEFF_INFO = "learner/kl_coeff"
 """Latest adaptive KL coefficient (PPO), kept in the metrics context's `info`."""
+
+NUM_TARGET_UPDATES_COUNTER = "learner/target_updates"
+"""Times the learner's target network was updated (DQN, Ape-X)."""
+REPLAY_ROWS_ADDED_COUNTER = "replay/rows_added"
+"""Rows stored into replay buffers (local or replay actors)."""
+REPLAY_PRIORITY_UPDATES_COUNTER = "replay/priority_updates"
+"""Rows whose replay priority was updated from TD errors."""

@@ -1,0 +1,301 @@
+"""Ape-X: distributed prioritized experience replay (Horgan et al., 2018), with DQN's learner.
+
+Paper: https://arxiv.org/abs/1803.00933
+
+Implementation details:
+1. Three flows joined by `Concurrently(mode="async")`:
+   - store: asynchronous rollouts (2 sample requests in flight per worker) -> initial
+     priorities on the workers (`worker_side_prioritization`) -> `StoreToReplay` into a random
+     one of `num_replay_buffer_shards` replay actors -> `UpdateWorkerWeights`: a worker gets the
+     learner's weights once it has sampled `max_weight_sync_delay` steps since its last update
+     (the weights are `put` once per learner version, however many workers receive them);
+   - replay: `Replay` from the replay actors (4 requests in flight per actor) -> `Enqueue` to
+     the learner thread;
+   - train: `Dequeue` the learner's outputs -> `UpdatePriorities` on the shard each batch came
+     from -> a `TrainResult` -> `UpdateTargetNetwork(by="trained")`.
+2. The learner thread trains DQN's loss (double Q, dueling, n-step, Huber, importance
+   weights) and computes the batch's TD errors with the weights it trains (as in the loss step).
+3. Each rollout worker explores with a constant epsilon: 0.4^(1 + 7 i / (N - 1)) for worker
+   i = 0..N-1 of N (0.4 with one worker).
+4. Initial priorities on the workers bootstrap from the worker's online network (its target
+   network is never synced); the learner's priorities use the target network.
+
+Metrics reported: `info/learner/default_policy/{total_loss, mean_q, min_q, max_q,
+mean_td_error, grad_gnorm, cur_lr}`, plus the shared `sampler/env_steps`,
+`learner/steps_trained`, `learner/target_updates`, `learner/weight_broadcasts`,
+`replay/rows_added`, `replay/priority_updates`. Episode statistics come from the
+lowest-epsilon third of the workers (at least one).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from flowrl.iter import LocalIterator, executor
+from flowrl.ops import (
+    DEFAULT_POLICY_ID,
+    NUM_WEIGHT_BROADCASTS_COUNTER,
+    PRIORITIES,
+    STEPS_SAMPLED_COUNTER,
+    STEPS_TRAINED_COUNTER,
+    TD_ERRORS,
+    Concurrently,
+    Dequeue,
+    Enqueue,
+    LearnerOutput,
+    LearnerThread,
+    ParallelRollouts,
+    RecordSampledSteps,
+    Replay,
+    StartLearnerThread,
+    StoreToReplay,
+    TrainResult,
+    UpdatePriorities,
+    UpdateTargetNetwork,
+)
+from flowrl.plans.dqn import (
+    DQNConfig,
+    compute_online_td_errors,
+    compute_td_errors,
+    dqn_loss_tf,
+    dqn_loss_torch,
+    n_step_postprocess,
+)
+from flowrl.policy import EpsilonGreedy, PolicySpec, SampleBatch, q_model
+from flowrl.replay import BATCH_INDEXES
+from flowrl.workers import WorkerSet, get_current_worker
+from flowrl.workers.replay_actor import create_replay_actors
+
+# Sample requests in flight per rollout worker, and replay requests per replay actor.
+ROLLOUTS_IN_FLIGHT_PER_WORKER = 2
+REPLAYS_IN_FLIGHT_PER_SHARD = 4
+# Replayed batches waiting for the learner thread.
+LEARNER_QUEUE_SIZE = 8
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApexConfig(DQNConfig):
+    """Ape-X's hyperparameters: DQN's learner, replay actors and asynchronous workers."""
+
+    num_workers: int = 2
+    """Remote rollout workers, each with its own constant epsilon."""
+    num_cpus_per_worker: float = 0.5
+    """CPUs reserved per rollout worker."""
+    rollout_fragment_length: int = 50
+    """Env steps per env per sample request."""
+    buffer_size: int = 100_000
+    """Replay capacity in transitions, split equally over the shards."""
+    learning_starts: int = 2000
+    """Transitions stored (over all shards) before the learner's first step."""
+    target_network_update_freq: int = 16_000
+    """Samples trained on between copies of the online network into the target network."""
+    training_intensity: float | None = None
+    """Not used: Ape-X's learner trains as fast as it can; leave None."""
+    num_replay_buffer_shards: int = 2
+    """Replay actors the buffer is split over (each runs with num_cpus=0)."""
+    max_weight_sync_delay: int = 400
+    """Env steps a worker samples between weight updates from the learner."""
+    worker_side_prioritization: bool = True
+    """Rollout workers compute the initial priorities of their transitions."""
+
+    def _validate(self) -> None:
+        super()._validate()
+        if self.training_intensity is not None:
+            raise ValueError(
+                f"Ape-X's learner thread trains as fast as it can, so training_intensity does "
+                f"not apply; got training_intensity={self.training_intensity}. Leave it unset "
+                "(None), or use DQN for a fixed ratio of training to sampling.")
+        if self.num_replay_buffer_shards < 1:
+            raise ValueError(f"num_replay_buffer_shards must be at least 1, got "
+                             f"{self.num_replay_buffer_shards}.")
+        if self.max_weight_sync_delay < 1:
+            raise ValueError(f"max_weight_sync_delay must be at least 1 env step, got "
+                             f"{self.max_weight_sync_delay}.")
+        if self.worker_side_prioritization and not self.prioritized_replay:
+            raise ValueError("worker_side_prioritization needs prioritized_replay=True (the "
+                             "workers compute initial priorities); set one of them accordingly.")
+
+
+def apex_epsilon(config: ApexConfig, action_space: gym.Space, *, worker_index: int = 0,
+                 num_workers: int = 0, seed: int | None = None) -> EpsilonGreedy:
+    """Ape-X's constant per-worker epsilon: 0.4^(1 + 7 i / (N - 1)) for worker i of N.
+
+    Worker indexes start at 1 (0 is the learner, which does not sample and gets
+    `exploration_final_eps`).
+
+    Examples:
+        >>> [round(apex_epsilon(None, None, worker_index=i, num_workers=3).epsilon, 4)
+        ...  for i in (1, 2, 3)]
+        [0.4, 0.0162, 0.0007]
+    """
+    if worker_index < 1 or num_workers < 1:
+        return EpsilonGreedy.fixed(config.exploration_final_eps, seed=seed)
+    position = (worker_index - 1) / (num_workers - 1) if num_workers > 1 else 0.0
+    return EpsilonGreedy.fixed(0.4 ** (1 + 7 * position), seed=seed)
+
+
+APEX_POLICY = PolicySpec(name="apex", torch_loss=dqn_loss_torch, tf_loss=dqn_loss_tf,
+                         model=q_model, action_selection=apex_epsilon,
+                         postprocess=n_step_postprocess, target_network=True,
+                         config_class=ApexConfig)
+"""Ape-X's policy: DQN's network and loss, with a constant epsilon per worker."""
+
+
+class WorkerSidePriorities:
+    """Adds initial priorities (|TD error| under the worker's own network) to each batch, on
+    the rollout worker that sampled it.
+
+    Consumes: SampleBatch (on a rollout worker). Yields: the batch with a `priorities` column.
+    Metrics: none.
+
+    Examples:
+        >>> WorkerSidePriorities()
+        WorkerSidePriorities()
+    """
+
+    def __call__(self, batch: SampleBatch) -> SampleBatch:
+        td_errors = compute_online_td_errors(get_current_worker().policy, batch)
+        return SampleBatch({**batch, PRIORITIES: np.abs(td_errors)})
+
+    def __repr__(self) -> str:
+        return "WorkerSidePriorities()"
+
+
+class UpdateWorkerWeights:
+    """Sends the learner's weights to a rollout worker once it has sampled
+    `max_weight_sync_delay` env steps since its last update.
+
+    The weights are `put` once per learner version and the same reference goes to every worker
+    that is due.
+
+    Consumes: (rollout worker, SampleBatch). Yields: the same pair.
+    Metrics: counter `learner/weight_broadcasts`.
+
+    Examples:
+        >>> UpdateWorkerWeights(None, None, max_weight_sync_delay=400)
+        UpdateWorkerWeights(max_weight_sync_delay=400)
+    """
+
+    metrics_written = (NUM_WEIGHT_BROADCASTS_COUNTER,)
+
+    def __init__(self, learner: LearnerThread | None, workers: WorkerSet | None, *,
+                 max_weight_sync_delay: int) -> None:
+        if max_weight_sync_delay < 1:
+            raise ValueError(f"max_weight_sync_delay must be at least 1 env step, got "
+                             f"{max_weight_sync_delay=}")
+        self.learner = learner
+        self.workers = workers
+        self.max_weight_sync_delay = max_weight_sync_delay
+        self.steps_since_update: dict[Any, int] = defaultdict(int)
+        self._weights_ref: Any = None
+        self._weights_version = -1
+
+    def __call__(self, item: tuple[Any, SampleBatch]) -> tuple[Any, SampleBatch]:
+        actor, batch = item
+        self.steps_since_update[actor] += len(batch)
+        if self.steps_since_update[actor] >= self.max_weight_sync_delay:
+            version = self.learner.weights_version
+            if version != self._weights_version:
+                weights = self.workers.local_worker().policy.get_weights()
+                self._weights_ref = executor.put(weights)
+                self._weights_version = version
+            metrics = LocalIterator.get_metrics()
+            global_vars = {"timestep": int(metrics.counters[STEPS_SAMPLED_COUNTER])}
+            self.workers.set_weights_of(actor, self._weights_ref, global_vars)
+            self.steps_since_update[actor] = 0
+            metrics.counters[NUM_WEIGHT_BROADCASTS_COUNTER] += 1
+        return item
+
+    def __repr__(self) -> str:
+        return f"UpdateWorkerWeights(max_weight_sync_delay={self.max_weight_sync_delay})"
+
+
+class LearnWithTDErrors:
+    """The learner thread's step: TD errors of the batch (for its priorities), then one
+    gradient step; the per-row errors and buffer slots ride along in the stats."""
+
+    def __init__(self, workers: WorkerSet, *, with_td_errors: bool) -> None:
+        self.workers = workers
+        self.with_td_errors = with_td_errors
+
+    def __call__(self, batch: SampleBatch) -> dict[str, Any]:
+        policy = self.workers.local_worker().policy
+        td_errors = compute_td_errors(policy, batch) if self.with_td_errors else None
+        stats: dict[str, Any] = dict(policy.learn_on_batch(batch))
+        if td_errors is not None:
+            stats[TD_ERRORS] = td_errors
+            stats[BATCH_INDEXES] = np.asarray(batch[BATCH_INDEXES])
+        return stats
+
+
+class LearnerOutputToResult:
+    """Turns the learner thread's outputs into `TrainResult`s and counts the samples trained.
+
+    Consumes: LearnerOutput. Yields: TrainResult.
+    Metrics: counter `learner/steps_trained`.
+
+    Examples:
+        >>> LearnerOutputToResult()
+        LearnerOutputToResult()
+    """
+
+    metrics_written = (STEPS_TRAINED_COUNTER,)
+
+    def __call__(self, output: LearnerOutput) -> TrainResult:
+        LocalIterator.get_metrics().counters[STEPS_TRAINED_COUNTER] += output.batch_count
+        stats = {name: value for name, value in output.stats.items() if np.ndim(value) == 0}
+        return TrainResult(learner_stats={DEFAULT_POLICY_ID: stats},
+                           num_steps_trained=output.batch_count)
+
+    def __repr__(self) -> str:
+        return "LearnerOutputToResult()"
+
+
+def apex_plan(workers: WorkerSet, config: ApexConfig) -> LocalIterator[TrainResult]:
+    """Ape-X as a dataflow: rollouts fan into replay actors, replay feeds a learner thread."""
+    if not workers.remote_workers():
+        raise ValueError("Ape-X samples asynchronously on remote rollout workers, but "
+                         "num_workers=0; set num_workers >= 1, or use DQN to sample in the "
+                         "driver.")
+    # Episode statistics come from the lowest-epsilon third of the workers (at least one):
+    # the exploring workers' short episodes would hide what the learned policy does.
+    num_reported = max(1, -(-config.num_workers // 3))
+    workers.reported_worker_indexes = set(
+        range(config.num_workers - num_reported + 1, config.num_workers + 1))
+    replay_actors = create_replay_actors(
+        config.num_replay_buffer_shards, capacity=config.buffer_size,
+        num_items=config.train_batch_size, learning_starts=config.learning_starts,
+        prioritized=config.prioritized_replay, alpha=config.prioritized_replay_alpha,
+        beta=config.prioritized_replay_beta, eps=config.prioritized_replay_eps,
+        seed=config.seed)
+    learner = LearnerThread(
+        workers, learn=LearnWithTDErrors(workers, with_td_errors=config.prioritized_replay),
+        in_queue_size=LEARNER_QUEUE_SIZE)
+    # The thread starts on the plan's first step, so building or pickling a plan starts none.
+    start_learner = StartLearnerThread(learner)
+    # Store flow: async samples (with initial priorities) into a random shard each.
+    rollouts = ParallelRollouts(workers, mode="raw")
+    if config.worker_side_prioritization:
+        rollouts = rollouts.for_each(WorkerSidePriorities())
+    store = (rollouts.gather_async(num_async=ROLLOUTS_IN_FLIGHT_PER_WORKER)
+             .zip_with_source_actor()
+             .for_each(RecordSampledSteps())
+             .for_each(StoreToReplay(replay_actors, seed=config.seed))
+             .for_each(UpdateWorkerWeights(learner, workers,
+                                           max_weight_sync_delay=config.max_weight_sync_delay)))
+    # Replay flow: batches from the shards, each with the actor it came from, to the learner.
+    replay = (Replay(replay_actors, num_async=REPLAYS_IN_FLIGHT_PER_SHARD)
+              .for_each(Enqueue(learner.inqueue, check=start_learner)))
+    # Train flow: the learner's results; priorities go back to the batch's shard.
+    train = Dequeue(learner.outqueue, check=start_learner)
+    if config.prioritized_replay:
+        train = train.for_each(UpdatePriorities(workers, replay_actors))
+    train = (train.for_each(LearnerOutputToResult())
+             .for_each(UpdateTargetNetwork(workers, config.target_network_update_freq,
+                                           by="trained")))
+    return Concurrently([store, replay, train], mode="async", output_indexes=[2])

@@ -1,0 +1,381 @@
+"""DQN: deep Q-learning from a replay buffer (Mnih et al., 2015), with the Rainbow-era fixes
+that matter most on small problems.
+
+Papers: https://www.nature.com/articles/nature14236 (DQN), https://arxiv.org/abs/1509.06461
+(double Q), https://arxiv.org/abs/1511.06581 (dueling), https://arxiv.org/abs/1511.05952
+(prioritized replay).
+
+Implementation details:
+1. Two flows joined by `Concurrently(mode="round_robin")`: a store flow (sample, store in the
+   replay buffer, sync weights to remote workers) and a train flow (replay, update priorities,
+   train, update the target network). `training_intensity` (samples trained per env step
+   sampled) sets the round-robin weights; None trains one batch per sampling round.
+2. n-step returns are computed per trajectory piece on the rollout workers: row t gets
+   `sum_k gamma^k r_{t+k}` over up to `n_step` rows of its piece, the observation it bootstraps
+   from, and `bootstrap_discount = gamma^m` for the m rows summed. A terminated piece does not
+   bootstrap; a truncated piece (or one cut by the fragment's end) does.
+3. Double Q (`double_q`): the online network picks the next action, the target network scores
+   it. Dueling heads (`dueling`): Q = V + A - mean(A).
+4. Huber loss (delta 1) on the TD error, weighted by the prioritized sample's importance
+   weights; gradients clipped to global norm `grad_clip`.
+5. Prioritized replay (`prioritized_replay`): new rows enter with the maximum priority; after
+   a batch is replayed its rows get |TD error| (computed with the weights the batch is trained
+   with, as in the loss step) plus `prioritized_replay_eps`.
+6. Epsilon-greedy exploration: epsilon falls linearly from `exploration_initial_eps` to
+   `exploration_final_eps` over `exploration_timesteps` env steps.
+7. The target network is copied from the online one every `target_network_update_freq` env
+   steps sampled (`UpdateTargetNetwork`, its own operator).
+
+Metrics reported: `info/learner/default_policy/{total_loss, mean_q, min_q, max_q,
+mean_td_error, grad_gnorm, cur_lr}`, plus the shared `sampler/env_steps`,
+`learner/steps_trained`, `learner/target_updates`, `replay/rows_added`,
+`replay/priority_updates`, `learner/weight_broadcasts`, `timers/learn`, `timers/sample`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from flowrl.config import AlgorithmConfig, ModelConfig
+from flowrl.iter import LocalIterator
+from flowrl.ops import (
+    BroadcastWeights,
+    Concurrently,
+    ParallelRollouts,
+    Replay,
+    StoreToReplay,
+    TrainOneStep,
+    TrainResult,
+    UpdatePriorities,
+    UpdateTargetNetwork,
+)
+from flowrl.policy import EpsilonGreedy, PolicySpec, SampleBatch, q_model
+from flowrl.replay import WEIGHTS, PrioritizedReplayBuffer, ReplayBuffer
+from flowrl.workers import WorkerSet
+
+BOOTSTRAP_DISCOUNT = "bootstrap_discount"
+"""Column added by n-step postprocessing: gamma^m for the m rewards summed into `rewards`."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DQNConfig(AlgorithmConfig):
+    """DQN's hyperparameters (on top of the shared rollout and resource settings)."""
+
+    num_workers: int = 0
+    """Remote rollout workers; 0 samples in the driver, which is fastest for CartPole."""
+    rollout_fragment_length: int = 4
+    """Env steps per env per sampling round (each round is one store)."""
+    train_batch_size: int = 64
+    """Rows per replayed batch (one gradient step each)."""
+    lr: float = 1e-3
+    """Adam learning rate; typical 1e-4 to 1e-3."""
+    grad_clip: float | None = 10.0
+    """Global-norm gradient clipping; None disables it."""
+    model: ModelConfig = dataclasses.field(
+        default_factory=lambda: ModelConfig(fcnet_hiddens=(256, 256), fcnet_activation="relu"))
+    """The Q-network's trunk (dueling heads sit on top of it)."""
+    learner_num_threads: int | None = 1
+    """Intra-op threads of the learner: small batches train fastest on one."""
+    min_steps_per_iteration: int = 1000
+    """Env steps per `train()` call (one reported iteration)."""
+    buffer_size: int = 50_000
+    """Replay capacity in transitions."""
+    learning_starts: int = 1000
+    """Transitions stored before the first gradient step."""
+    target_network_update_freq: int = 500
+    """Env steps sampled between copies of the online network into the target network."""
+    n_step: int = 3
+    """Rewards summed into each transition's return before bootstrapping."""
+    double_q: bool = True
+    """Double Q-learning: the online network picks the bootstrap action."""
+    dueling: bool = True
+    """Dueling heads: Q = V + A - mean(A)."""
+    prioritized_replay: bool = True
+    """Sample transitions in proportion to |TD error|^alpha (else uniformly)."""
+    prioritized_replay_alpha: float = 0.6
+    """How strongly priorities skew sampling; 0 is uniform."""
+    prioritized_replay_beta: float = 0.4
+    """Importance-weight exponent; 1 fully corrects the sampling bias."""
+    prioritized_replay_eps: float = 1e-6
+    """Added to every |TD error| priority so no transition becomes unreachable."""
+    training_intensity: float | None = 16.0
+    """Samples trained on per env step sampled; None trains one batch per sampling round."""
+    exploration_initial_eps: float = 1.0
+    """Epsilon (probability of a random action) at the start of training."""
+    exploration_final_eps: float = 0.02
+    """Epsilon after `exploration_timesteps` env steps, kept from then on."""
+    exploration_timesteps: int = 10_000
+    """Env steps over which epsilon falls linearly to its final value."""
+
+    def _warn_if_batch_smaller_than_sample_round(self) -> None:
+        """Nothing to warn about: replayed batches are drawn from the buffer, not from one
+        sampling round, so a train batch smaller than a round is normal."""
+
+    def _validate(self) -> None:
+        super()._validate()
+        for name in ("buffer_size", "n_step", "target_network_update_freq", "train_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {name}={getattr(self, name)}.")
+        if self.learning_starts < 0:
+            raise ValueError(f"learning_starts must be >= 0, got {self.learning_starts}.")
+        if self.exploration_timesteps < 0:
+            raise ValueError(
+                f"exploration_timesteps must be >= 0, got {self.exploration_timesteps}.")
+        for name in ("exploration_initial_eps", "exploration_final_eps"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} is a probability in [0, 1], got "
+                                 f"{name}={getattr(self, name)}.")
+        if self.training_intensity is not None and not self.training_intensity > 0:
+            raise ValueError(f"training_intensity must be > 0 (samples trained per env step), "
+                             f"or None for one batch per round; got {self.training_intensity}.")
+        for name in ("prioritized_replay_alpha", "prioritized_replay_beta",
+                     "prioritized_replay_eps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {name}={getattr(self, name)}.")
+
+
+# ---- n-step returns (per trajectory piece, on the rollout workers) ---------------------------
+
+
+def n_step_returns(batch: SampleBatch, n_step: int, gamma: float) -> SampleBatch:
+    """Rewrites one trajectory piece into n-step transitions.
+
+    Row t gets `rewards = sum_{k<m} gamma^k r_{t+k}` with m = min(n_step, rows left in the
+    piece), the `new_obs`, `terminateds` and `truncateds` of row t+m-1, and
+    `bootstrap_discount = gamma^m`. Only a piece's last row may end its episode; the loss
+    bootstraps `bootstrap_discount * Q(new_obs)` unless that row terminated.
+
+    Raises:
+        ValueError: n_step < 1, or an episode end before the piece's last row.
+
+    Examples:
+        >>> piece = SampleBatch(rewards=np.array([1.0, 2.0, 3.0]), new_obs=np.arange(3.0),
+        ...                     terminateds=np.array([False, False, True]),
+        ...                     truncateds=np.zeros(3, bool))
+        >>> out = n_step_returns(piece, n_step=2, gamma=0.5)
+        >>> out["rewards"].tolist(), out["new_obs"].tolist(), out["bootstrap_discount"].tolist()
+        ([2.0, 3.5, 3.0], [1.0, 2.0, 2.0], [0.25, 0.25, 0.5])
+    """
+    if n_step < 1:
+        raise ValueError(f"n_step must be at least 1, got {n_step=}")
+    terminateds = np.asarray(batch["terminateds"], dtype=bool)
+    truncateds = np.asarray(batch["truncateds"], dtype=bool)
+    length = len(terminateds)
+    if length > 1 and (terminateds[:-1].any() or truncateds[:-1].any()):
+        raise ValueError("n_step_returns needs one trajectory piece (an episode may end only "
+                         "at its last row); split the fragment with trajectory_bounds first")
+    rewards = np.asarray(batch["rewards"], dtype=np.float64)
+    rows = np.arange(length)
+    steps = np.minimum(n_step, length - rows)
+    returns = np.zeros(length, dtype=np.float64)
+    for k in range(min(n_step, length)):
+        reached = rows + k < length
+        returns[reached] += gamma**k * rewards[rows[reached] + k]
+    last = rows + steps - 1
+    columns = dict(batch)
+    columns["rewards"] = returns.astype(np.float32)
+    columns["new_obs"] = np.asarray(batch["new_obs"])[last]
+    columns["terminateds"] = terminateds[last]
+    columns["truncateds"] = truncateds[last]
+    columns[BOOTSTRAP_DISCOUNT] = (float(gamma) ** steps).astype(np.float32)
+    return SampleBatch(columns)
+
+
+def n_step_postprocess(policy: Any, batch: SampleBatch) -> SampleBatch:
+    """The DQN policy's postprocessing: `n_step_returns` with the policy's config."""
+    return n_step_returns(batch, policy.config.n_step, policy.config.gamma)
+
+
+# ---- losses and TD errors ---------------------------------------------------------------------
+
+
+def _td_target_torch(policy: Any, batch: dict, bootstrap_model: Any) -> Any:
+    import torch
+
+    with torch.no_grad():
+        next_q = bootstrap_model(batch["new_obs"])
+        if policy.config.double_q:
+            best = policy.model(batch["new_obs"]).argmax(dim=1, keepdim=True)
+            next_value = next_q.gather(1, best).squeeze(1)
+        else:
+            next_value = next_q.max(dim=1).values
+        discount = batch.get(BOOTSTRAP_DISCOUNT)
+        if discount is None:
+            discount = torch.full_like(next_value, policy.config.gamma)
+        alive = 1.0 - batch["terminateds"].float()
+        return batch["rewards"] + discount * alive * next_value
+
+
+def _chosen_q_torch(policy: Any, batch: dict) -> Any:
+    q_values = policy.model(batch["obs"])
+    return q_values.gather(1, batch["actions"].long().unsqueeze(1)).squeeze(1)
+
+
+def dqn_loss_torch(policy: Any, batch: dict) -> tuple[Any, dict]:
+    """DQN's loss in PyTorch: importance-weighted Huber loss of the (double, n-step) TD error."""
+    import torch
+
+    chosen = _chosen_q_torch(policy, batch)
+    target = _td_target_torch(policy, batch, policy.target_model)
+    td_error = chosen - target
+    huber = torch.nn.functional.huber_loss(chosen, target, reduction="none", delta=1.0)
+    weights = batch.get(WEIGHTS)
+    loss = (huber * weights).mean() if weights is not None else huber.mean()
+    return loss, {"mean_q": chosen.mean(), "min_q": chosen.min(), "max_q": chosen.max(),
+                  "mean_td_error": td_error.abs().mean()}
+
+
+def dqn_td_errors_torch(policy: Any, batch: dict) -> dict:
+    """Per-row TD errors against the target network (for replay priorities), in PyTorch."""
+    return {"td_errors": _chosen_q_torch(policy, batch)
+            - _td_target_torch(policy, batch, policy.target_model)}
+
+
+def dqn_online_td_errors_torch(policy: Any, batch: dict) -> dict:
+    """Per-row TD errors bootstrapping from the online network (a rollout worker's initial
+    priorities: its target network is never synced), in PyTorch."""
+    return {"td_errors": _chosen_q_torch(policy, batch)
+            - _td_target_torch(policy, batch, policy.model)}
+
+
+def _td_target_tf(policy: Any, batch: dict, bootstrap_model: Any) -> Any:
+    import tensorflow as tf
+
+    next_q = bootstrap_model(batch["new_obs"])
+    if policy.config.double_q:
+        best = tf.argmax(policy.model(batch["new_obs"]), axis=1, output_type=tf.int32)
+        next_value = tf.gather(next_q, best, batch_dims=1)
+    else:
+        next_value = tf.reduce_max(next_q, axis=1)
+    discount = batch.get(BOOTSTRAP_DISCOUNT)
+    if discount is None:
+        discount = tf.fill(tf.shape(next_value), tf.constant(policy.config.gamma, tf.float32))
+    alive = 1.0 - tf.cast(batch["terminateds"], tf.float32)
+    return tf.stop_gradient(batch["rewards"] + discount * alive * next_value)
+
+
+def _chosen_q_tf(policy: Any, batch: dict) -> Any:
+    import tensorflow as tf
+
+    q_values = policy.model(batch["obs"])
+    return tf.gather(q_values, tf.cast(batch["actions"], tf.int32), batch_dims=1)
+
+
+def dqn_loss_tf(policy: Any, batch: dict) -> tuple[Any, dict]:
+    """DQN's loss in TensorFlow, the same terms as `dqn_loss_torch`."""
+    import tensorflow as tf
+
+    chosen = _chosen_q_tf(policy, batch)
+    target = _td_target_tf(policy, batch, policy.target_model)
+    td_error = chosen - target
+    abs_error = tf.abs(td_error)
+    quadratic = tf.minimum(abs_error, 1.0)
+    huber = 0.5 * tf.square(quadratic) + (abs_error - quadratic)
+    weights = batch.get(WEIGHTS)
+    loss = tf.reduce_mean(huber * weights) if weights is not None else tf.reduce_mean(huber)
+    return loss, {"mean_q": tf.reduce_mean(chosen), "min_q": tf.reduce_min(chosen),
+                  "max_q": tf.reduce_max(chosen), "mean_td_error": tf.reduce_mean(abs_error)}
+
+
+def dqn_td_errors_tf(policy: Any, batch: dict) -> dict:
+    """Per-row TD errors against the target network, in TensorFlow."""
+    return {"td_errors": _chosen_q_tf(policy, batch)
+            - _td_target_tf(policy, batch, policy.target_model)}
+
+
+def dqn_online_td_errors_tf(policy: Any, batch: dict) -> dict:
+    """Per-row TD errors bootstrapping from the online network, in TensorFlow."""
+    return {"td_errors": _chosen_q_tf(policy, batch)
+            - _td_target_tf(policy, batch, policy.model)}
+
+
+_TD_ERRORS = {"torch": (dqn_td_errors_torch, dqn_online_td_errors_torch),
+              "tf": (dqn_td_errors_tf, dqn_online_td_errors_tf)}
+
+
+def compute_td_errors(policy: Any, batch: SampleBatch) -> np.ndarray:
+    """Per-row TD errors of `batch` under `policy` (target-network bootstrap), as numpy."""
+    return policy.run_on_batch(_TD_ERRORS[policy.framework][0], batch)["td_errors"]
+
+
+def compute_online_td_errors(policy: Any, batch: SampleBatch) -> np.ndarray:
+    """Per-row TD errors bootstrapping from the online network, as numpy."""
+    return policy.run_on_batch(_TD_ERRORS[policy.framework][1], batch)["td_errors"]
+
+
+# ---- the policy ---------------------------------------------------------------------------
+
+
+def dqn_epsilon_greedy(config: DQNConfig, action_space: gym.Space, *, worker_index: int = 0,
+                       num_workers: int = 0, seed: int | None = None) -> EpsilonGreedy:
+    """Epsilon-greedy with DQN's linear schedule (follows the global env-step count)."""
+    return EpsilonGreedy(initial_epsilon=config.exploration_initial_eps,
+                         final_epsilon=config.exploration_final_eps,
+                         decay_timesteps=config.exploration_timesteps, seed=seed)
+
+
+DQN_POLICY = PolicySpec(name="dqn", torch_loss=dqn_loss_torch, tf_loss=dqn_loss_tf,
+                        model=q_model, action_selection=dqn_epsilon_greedy,
+                        postprocess=n_step_postprocess, target_network=True,
+                        config_class=DQNConfig)
+"""DQN's policy: a (dueling) Q-network, a target network, epsilon-greedy, n-step returns."""
+
+
+# ---- the plan -----------------------------------------------------------------------------
+
+
+def make_replay_buffer(config: DQNConfig) -> ReplayBuffer:
+    """The local replay buffer `config` asks for (prioritized or uniform)."""
+    if config.prioritized_replay:
+        return PrioritizedReplayBuffer(
+            config.buffer_size, alpha=config.prioritized_replay_alpha,
+            beta=config.prioritized_replay_beta, eps=config.prioritized_replay_eps,
+            seed=config.seed)
+    return ReplayBuffer(config.buffer_size, seed=config.seed)
+
+
+def round_robin_weights(config: DQNConfig) -> list[int]:
+    """[store, train] items per rotation, so training consumes `training_intensity` samples
+    per env step sampled (rounded to whole batches; None: one train batch per round).
+
+    Examples:
+        >>> round_robin_weights(DQNConfig(training_intensity=32, rollout_fragment_length=4))
+        [1, 2]
+        >>> round_robin_weights(DQNConfig(training_intensity=4, rollout_fragment_length=4))
+        [4, 1]
+    """
+    if config.training_intensity is None:
+        return [1, 1]
+    steps_per_round = (config.rollout_fragment_length * config.num_envs_per_worker
+                       * max(config.num_workers, 1))
+    batches_per_round = config.training_intensity * steps_per_round / config.train_batch_size
+    if batches_per_round >= 1:
+        return [1, max(1, round(batches_per_round))]
+    return [max(1, round(1 / batches_per_round)), 1]
+
+
+def dqn_plan(workers: WorkerSet, config: DQNConfig) -> LocalIterator[TrainResult]:
+    """DQN as a dataflow: a store flow and a replay-train flow, in a fixed rotation."""
+    buffer = make_replay_buffer(config)
+    # Store flow: sample with the current epsilon, remember, keep remote workers current.
+    store = (ParallelRollouts(workers, mode="bulk_sync")
+             .for_each(StoreToReplay(buffer, seed=config.seed))
+             .for_each(BroadcastWeights(workers)))
+    # Train flow: nothing until learning_starts transitions are stored.
+    replayed = Replay(buffer, num_items=config.train_batch_size,
+                      learning_starts=config.learning_starts)
+    if config.prioritized_replay:
+        replayed = replayed.for_each(
+            UpdatePriorities(workers, buffer, compute_td_errors=compute_td_errors))
+    train = (replayed
+             .for_each(TrainOneStep(workers))
+             .for_each(UpdateTargetNetwork(workers, config.target_network_update_freq,
+                                           by="sampled")))
+    # training_intensity fixes how many replayed batches follow each stored one.
+    return Concurrently([store, train], mode="round_robin", output_indexes=[1],
+                        round_robin_weights=round_robin_weights(config))

@@ -1,0 +1,114 @@
+"""Ape-X: per-worker epsilons, weight-sync cadence, plan shape and a smoke run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import flowrl
+from flowrl.config import from_dict
+from flowrl.iter import LocalIterator
+from flowrl.ops import NUM_WEIGHT_BROADCASTS_COUNTER
+from flowrl.plans.apex import ApexConfig, UpdateWorkerWeights, apex_epsilon
+from flowrl.policy import SampleBatch
+
+
+def test_each_worker_gets_its_own_constant_epsilon():
+    config = ApexConfig()
+    epsilons = [apex_epsilon(config, None, worker_index=i, num_workers=4).epsilon
+                for i in range(1, 5)]
+    expected = [0.4 ** (1 + 7 * i / 3) for i in range(4)]
+    assert epsilons == pytest.approx(expected)
+    assert apex_epsilon(config, None, worker_index=1, num_workers=1).epsilon == pytest.approx(0.4)
+    selector = apex_epsilon(config, None, worker_index=2, num_workers=4)
+    selector.on_global_var_update(10**6)
+    assert selector.epsilon == pytest.approx(expected[1])  # no schedule
+
+
+def test_config_rejects_settings_that_do_not_apply():
+    with pytest.raises(ValueError, match="training_intensity does not apply"):
+        from_dict(ApexConfig, {"training_intensity": 8})
+    with pytest.raises(ValueError, match="worker_side_prioritization needs prioritized_replay"):
+        from_dict(ApexConfig, {"prioritized_replay": False})
+    with pytest.raises(ValueError, match="num_replay_buffer_shards must be at least 1"):
+        from_dict(ApexConfig, {"num_replay_buffer_shards": 0})
+
+
+class _Learner:
+    weights_version = 0
+
+
+class _Policy:
+    def __init__(self):
+        self.reads = 0
+
+    def get_weights(self):
+        self.reads += 1
+        return {"w": np.zeros(1)}
+
+
+class _Workers:
+    def __init__(self):
+        self.policy = _Policy()
+        self.sent = []
+
+    def local_worker(self):
+        return self
+
+    def set_weights_of(self, handle, weights_ref, global_vars=None):
+        self.sent.append(handle)
+
+
+def test_weights_go_to_a_worker_after_max_weight_sync_delay_steps(local_executor):
+    learner, workers = _Learner(), _Workers()
+    op = UpdateWorkerWeights(learner, workers, max_weight_sync_delay=25)
+    items = [("a", SampleBatch(x=np.zeros(10))), ("b", SampleBatch(x=np.zeros(30)))] * 3
+    plan = LocalIterator(lambda: items, name="samples").for_each(op)
+    plan.take(6)
+    # "b" is due after each of its batches (30 >= 25); "a" after its third (30 steps).
+    assert workers.sent == ["b", "b", "a", "b"]
+    # One learner version: the weights were read (and put) once for all four sends.
+    assert workers.policy.reads == 1
+    assert plan.shared_metrics.get().counters[NUM_WEIGHT_BROADCASTS_COUNTER] == 4
+
+
+def test_apex_needs_remote_workers(tiny_config, local_executor):
+    with pytest.raises(ValueError, match="num_workers >= 1"):
+        flowrl.Trainer("apex", env="corridor", config=tiny_config("apex", num_workers=0))
+
+
+def test_plan_shows_three_flows_with_replay_actors_and_the_learner(tiny_config, local_executor):
+    trainer = flowrl.Trainer("apex", env="corridor", config=tiny_config("apex"))
+    try:
+        text = repr(trainer.plan)
+        labels = [data["label"] for _, data in trainer.plan_graph().nodes(data=True)]
+    finally:
+        trainer.stop()
+    for stage in ("WorkerSidePriorities()", "StoreToReplay(replay_actors=2)",
+                  "UpdateWorkerWeights(max_weight_sync_delay=20)", "ReplayActors[shards=2]",
+                  "Enqueue(learner.inqueue)", "Dequeue(learner.outqueue)",
+                  "UpdatePriorities(replay_actors=2)", "LearnerOutputToResult()",
+                  "UpdateTargetNetwork(target_network_update_freq=16000, by='trained')"):
+        assert stage in text, (stage, text)
+    assert any("Concurrently" in label for label in labels)
+    assert any("ReplayActors" in label for label in labels)
+
+
+@pytest.mark.parametrize("framework", ["torch", pytest.param("tf", marks=pytest.mark.tf)])
+def test_apex_trains_and_updates_priorities(framework, tiny_config, executor):
+    config = tiny_config("apex", framework=framework, min_steps_per_iteration=200,
+                         target_network_update_freq=64)
+    trainer = flowrl.Trainer("apex", env="corridor", config=config)
+    try:
+        result = trainer.train()
+        while result["info"]["counters"].get("learner/target_updates", 0) < 1:
+            result = trainer.train()
+            assert result["training_iteration"] < 20, result["info"]["counters"]
+    finally:
+        trainer.stop()
+    counters = result["info"]["counters"]
+    assert trainer.workers.reported_worker_indexes == {2}  # the lower epsilon of two
+    assert counters["learner/steps_trained"] >= 64
+    assert counters["replay/priority_updates"] > 0
+    assert counters["learner/weight_broadcasts"] > 0
+    assert np.isfinite(result["info"]["learner"]["default_policy"]["total_loss"])
