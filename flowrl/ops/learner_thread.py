@@ -376,3 +376,25 @@ def _batch_count(batch: Any) -> int:
         return len(batch)
     except TypeError:
         return 0
+
+
+class StartLearnerThread:
+    """The check `Enqueue`/`Dequeue` run on every try: starts the learner thread on the plan's
+    first step (so building or pickling a plan starts nothing), then `learner.check()`.
+
+    Examples:
+        >>> StartLearnerThread(learner)  # doctest: +SKIP
+        StartLearnerThread(flowrl-learner-default_policy)
+    """
+
+    def __init__(self, learner: LearnerThread) -> None:
+        self.learner = learner
+
+    def __call__(self) -> None:
+        learner = self.learner
+        if learner.ident is None:  # never started
+            learner.start()
+        learner.check()
+
+    def __repr__(self) -> str:
+        return f"StartLearnerThread({self.learner.name})"
