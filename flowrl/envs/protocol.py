@@ -332,7 +332,7 @@ class ProtocolCheckedParallelEnv(ParallelEnv):
             ):
                 if agent not in known:
                     known[agent] = space
-                elif known[agent] != space:
+                elif known[agent] is not space and known[agent] != space:
                     self._fail(
                         agent,
                         f"{kind}_space(agent) changed from {known[agent]} to {space}; an agent's "

@@ -223,8 +223,8 @@ class SelectExperiences:
 class StandardizeFields:
     """Standardizes the given columns of each batch to zero mean and unit variance.
 
-    Consumes: SampleBatch. Yields: a SampleBatch whose `fields` are standardized (a new
-    array per field; the input batch is not modified).
+    Consumes: SampleBatch (or MultiAgentBatch: per policy). Yields: a batch whose `fields` are
+    standardized (a new array per field; the input batch is not modified).
     Metrics: none.
 
     Examples:
@@ -237,7 +237,10 @@ class StandardizeFields:
     def __init__(self, fields: list[str]) -> None:
         self.fields = list(fields)
 
-    def __call__(self, batch: SampleBatch) -> SampleBatch:
+    def __call__(self, batch: SampleBatch | MultiAgentBatch) -> Any:
+        if isinstance(batch, MultiAgentBatch):  # each policy's batch on its own
+            return MultiAgentBatch({pid: self(part) for pid, part in batch.policy_batches.items()},
+                                   batch.env_steps)
         columns = dict(batch)
         for name in self.fields:
             if name not in columns:

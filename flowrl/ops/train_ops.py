@@ -39,6 +39,26 @@ def _single_agent(batch: SampleBatch | MultiAgentBatch) -> SampleBatch:
     return batch
 
 
+def _batches_to_train(batch: SampleBatch | MultiAgentBatch, workers: WorkerSet,
+                      policy_ids: list[str] | None) -> dict[str, SampleBatch]:
+    """Policy id -> its non-empty sub-batch, for the policies a train op updates: `policy_ids`
+    if given, else the learner worker's `policies_to_train`. A plain SampleBatch belongs to
+    the one policy of `policy_ids` (e.g. rows replayed from that policy's buffer), else to
+    "default_policy"."""
+    if not isinstance(batch, MultiAgentBatch):
+        if policy_ids is not None and len(policy_ids) == 1:
+            return {policy_ids[0]: batch}
+        return {DEFAULT_POLICY_ID: batch}
+    if set(batch.policy_batches) == {DEFAULT_POLICY_ID}:
+        return {DEFAULT_POLICY_ID: _single_agent(batch)}
+    local = workers.local_worker()
+    if not getattr(local, "multi_agent", None):
+        _single_agent(batch)  # raises: a single-agent learner cannot train other policies
+    wanted = policy_ids if policy_ids is not None else local.policies_to_train
+    return {pid: part for pid, part in batch.policy_batches.items()
+            if pid in wanted and len(part)}
+
+
 def _global_vars() -> dict[str, int]:
     return {"timestep": int(LocalIterator.get_metrics().counters[STEPS_SAMPLED_COUNTER])}
 
@@ -47,9 +67,11 @@ class TrainOneStep:
     """Trains the learner's policy on each batch: `num_sgd_iter` epochs of minibatch SGD.
 
     Before learning, the learner's global vars (the sampled timestep, which drives learning
-    rate schedules) are brought up to date. It does not send weights anywhere.
+    rate schedules) are brought up to date. It does not send weights anywhere. A
+    `MultiAgentBatch` trains each policy in `policy_ids` (default: the workers'
+    `policies_to_train`) on its own sub-batch.
 
-    Consumes: SampleBatch. Yields: TrainResult.
+    Consumes: SampleBatch or MultiAgentBatch. Yields: TrainResult (stats per policy id).
     Metrics: counter `learner/steps_trained`; timer `timers/learn`.
 
     Examples:
@@ -60,7 +82,7 @@ class TrainOneStep:
     metrics_written = (STEPS_TRAINED_COUNTER, LEARN_TIMER)
 
     def __init__(self, workers: WorkerSet, *, num_sgd_iter: int = 1,
-                 sgd_minibatch_size: int = 0) -> None:
+                 sgd_minibatch_size: int = 0, policy_ids: list[str] | None = None) -> None:
         if num_sgd_iter < 1:
             raise ValueError(f"num_sgd_iter must be at least 1, got {num_sgd_iter=}.")
         if sgd_minibatch_size < 0:
@@ -69,29 +91,35 @@ class TrainOneStep:
         self.workers = workers
         self.num_sgd_iter = num_sgd_iter
         self.sgd_minibatch_size = sgd_minibatch_size
+        self.policy_ids = None if policy_ids is None else list(policy_ids)
 
     def __call__(self, batch: SampleBatch | MultiAgentBatch) -> TrainResult:
-        batch = _single_agent(batch)
+        batches = _batches_to_train(batch, self.workers, self.policy_ids)
         metrics = LocalIterator.get_metrics()
-        policy = self.workers.local_worker().policy
-        policy.on_global_var_update(_global_vars())
+        local = self.workers.local_worker()
+        global_vars = _global_vars()
         start = time.perf_counter()
-        if self.num_sgd_iter == 1 and self.sgd_minibatch_size == 0:
-            stats = policy.learn_on_batch(batch)
-        else:
-            stats = policy.learn_on_minibatches(
-                batch, num_sgd_iter=self.num_sgd_iter, sgd_minibatch_size=self.sgd_minibatch_size
-            )
+        learner_stats, trained = {}, 0
+        for policy_id, policy_batch in batches.items():
+            policy = local.get_policy(policy_id)
+            policy.on_global_var_update(global_vars)
+            if self.num_sgd_iter == 1 and self.sgd_minibatch_size == 0:
+                learner_stats[policy_id] = policy.learn_on_batch(policy_batch)
+            else:
+                learner_stats[policy_id] = policy.learn_on_minibatches(
+                    policy_batch, num_sgd_iter=self.num_sgd_iter,
+                    sgd_minibatch_size=min(self.sgd_minibatch_size, len(policy_batch)))
+            trained += len(policy_batch)
         timer = metrics.timers[LEARN_TIMER]
         timer.push(time.perf_counter() - start)
-        timer.push_units_processed(len(batch))
-        metrics.counters[STEPS_TRAINED_COUNTER] += len(batch)
-        return TrainResult(learner_stats={DEFAULT_POLICY_ID: stats},
-                           num_steps_trained=len(batch))
+        timer.push_units_processed(trained)
+        metrics.counters[STEPS_TRAINED_COUNTER] += trained
+        return TrainResult(learner_stats=learner_stats, num_steps_trained=trained)
 
     def __repr__(self) -> str:
+        chosen = "" if self.policy_ids is None else f", policy_ids={self.policy_ids}"
         return (f"TrainOneStep(num_sgd_iter={self.num_sgd_iter}, "
-                f"sgd_minibatch_size={self.sgd_minibatch_size})")
+                f"sgd_minibatch_size={self.sgd_minibatch_size}{chosen})")
 
 
 class ComputeGradients:
@@ -219,7 +247,8 @@ class ApplyGradients:
 class BroadcastWeights:
     """Sends the learner's weights to every rollout worker (one object-store put).
 
-    Passes its item through unchanged, so it can sit anywhere after a training step.
+    Passes its item through unchanged, so it can sit anywhere after a training step. With
+    multi-agent workers, `policy_ids` sends only those policies' weights (default: all).
 
     Consumes: any item. Yields: the same item.
     Metrics: counter `learner/weight_broadcasts`; timer `timers/broadcast_weights`.
@@ -231,18 +260,23 @@ class BroadcastWeights:
 
     metrics_written = (NUM_WEIGHT_BROADCASTS_COUNTER, BROADCAST_TIMER)
 
-    def __init__(self, workers: WorkerSet) -> None:
+    def __init__(self, workers: WorkerSet, *, policy_ids: list[str] | None = None) -> None:
         self.workers = workers
+        self.policy_ids = None if policy_ids is None else list(policy_ids)
 
     def __call__(self, item: Any) -> Any:
         if not self.workers.remote_workers():
             return item  # the learner samples itself: nothing to send
         metrics = LocalIterator.get_metrics()
         start = time.perf_counter()
-        self.workers.sync_weights(_global_vars())
+        if self.policy_ids is None:
+            self.workers.sync_weights(_global_vars())
+        else:
+            self.workers.sync_weights(_global_vars(), policy_ids=self.policy_ids)
         metrics.timers[BROADCAST_TIMER].push(time.perf_counter() - start)
         metrics.counters[NUM_WEIGHT_BROADCASTS_COUNTER] += 1
         return item
 
     def __repr__(self) -> str:
-        return "BroadcastWeights()"
+        return ("BroadcastWeights()" if self.policy_ids is None
+                else f"BroadcastWeights(policy_ids={self.policy_ids})")
