@@ -6,6 +6,8 @@ Usage::
     flowrl train --run PPO --help          # every PPOConfig field, its docstring and default
     flowrl list
     flowrl plan --run PPO --format dot --output ppo.dot
+    flowrl train --run PPO --env CartPole-v1 --viewer   # live plan viewer on 127.0.0.1
+    flowrl view results/PPO_CartPole-v1_<timestamp>     # the same page over a run's records
 
 The command's own options (``--run``, ``--env``, ``--stop``, ...) are parsed here with argparse;
 every other ``--<field>`` flag of ``flowrl train`` and ``flowrl plan`` belongs to the algorithm's
@@ -68,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config_flags and args.command not in ("train", "plan"):
             raise CommandError(f"unrecognized arguments: {' '.join(config_flags)}")
         args.config_flags = config_flags
-        handlers = {"train": _train, "list": _list, "plan": _plan, "rollout": _rollout}
+        handlers = {"train": _train, "list": _list, "plan": _plan, "rollout": _rollout,
+                    "view": _view}
         return handlers[args.command](args)
     except CommandError as error:
         print(f"flowrl {command}: error: {error}", file=sys.stderr)
@@ -103,6 +106,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_plan_parser(commands)
     _add_rollout_parser(commands)
+    _add_view_parser(commands)
     return parser
 
 
@@ -173,6 +177,17 @@ def _add_train_parser(commands: Any) -> None:
         help="Keep only the N most recent periodic checkpoints (default: 3).",
     )
     train.add_argument(
+        "--viewer",
+        action="store_true",
+        help="Serve the live plan viewer on 127.0.0.1 while training and print its URL.",
+    )
+    train.add_argument(
+        "--viewer-port",
+        type=int,
+        metavar="N",
+        help="Port of the live plan viewer (implies --viewer; default: a free port).",
+    )
+    train.add_argument(
         "--verbose",
         type=int,
         default=1,
@@ -215,6 +230,31 @@ def _add_plan_parser(commands: Any) -> None:
         help="text: the plan's lineage; dot: Graphviz; html: the plan viewer.",
     )
     plan.add_argument("--output", metavar="PATH", help="Write to PATH instead of stdout.")
+    plan.add_argument(
+        "--iterations",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Train N iterations in this process first, so the graph shows each operator's "
+        "items, time and items/s (default: 0, the plan is only built).",
+    )
+
+
+def _add_view_parser(commands: Any) -> None:
+    view = commands.add_parser(
+        "view",
+        help="Open the plan viewer over a run directory's records.",
+        description="Serve the live plan viewer's page over a run directory (its plan.json and "
+        "result.json) on 127.0.0.1 until Ctrl-C; it follows a run that is still writing. "
+        "With --output, write the page as one self-contained HTML file instead.",
+        allow_abbrev=False,
+    )
+    view.add_argument("run_dir", metavar="RUN_DIR",
+                      help="A run directory, e.g. results/PPO_CartPole-v1_<timestamp>.")
+    view.add_argument("--port", type=int, metavar="N",
+                      help="Port to serve on (default: a free port).")
+    view.add_argument("--output", metavar="PATH",
+                      help="Write a self-contained HTML page to PATH instead of serving.")
 
 
 def _add_rollout_parser(commands: Any) -> None:
@@ -269,6 +309,7 @@ def _train(args: argparse.Namespace) -> int:
                           ("--keep-checkpoints-num", args.keep_checkpoints_num)):
         if value < 0:
             raise CommandError(f"{option} must be >= 0; got {value}. Use 0 to turn it off.")
+    _check_port(args.viewer_port, "--viewer-port")
     _configure_logging(args.verbose)
     trainer = _trainer_module()
     if args.verbose >= 1:
@@ -289,10 +330,14 @@ def _train(args: argparse.Namespace) -> int:
                 log_dir=args.log_dir,
                 checkpoint_freq=args.checkpoint_freq,
                 keep_checkpoints_num=args.keep_checkpoints_num,
+                viewer=args.viewer,
+                viewer_port=args.viewer_port,
             )
     except KeyboardInterrupt as interrupt:
         _report_interrupt(interrupt)
         return EXIT_OK
+    except _viewer_port_error() as error:
+        raise CommandError(f"--viewer-port {args.viewer_port}: {error.strerror}") from None
     except _restore_error_type(trainer) as error:
         raise CommandError(
             f"--restore {args.restore}: {error} Pass --run with the checkpoint's algorithm, or "
@@ -333,11 +378,18 @@ def _plan(args: argparse.Namespace) -> int:
     key, algorithm = _resolve_algorithm(_required(args.run, "--run", "--run PPO"))
     config = _build_config(args, algorithm)
     _validate_environment(args.env, config.env_config)
-    plan = _trainer_module().build_plan_preview(key, args.env, config=config)
+    if args.iterations < 0:
+        raise CommandError(f"--iterations must be >= 0; got {args.iterations}. Use 0 to only "
+                           f"build the plan.")
+    if args.iterations:
+        plan, graph = _run_plan(key, args.env, config, args.iterations)
+    else:
+        plan = _trainer_module().build_plan_preview(key, args.env, config=config)
+        graph = None
     if args.format == "text":
         rendered = repr(plan)
     else:
-        rendered = _render_graph(plan, args.format)
+        rendered = _render_graph(plan, args.format, graph)
     if args.output:
         Path(args.output).write_text(rendered + ("" if rendered.endswith("\n") else "\n"))
         print(f"Wrote the {algorithm.name} plan ({args.format}) to {args.output}", file=sys.stderr)
@@ -367,7 +419,65 @@ def _rollout(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _render_graph(plan: Any, output_format: str) -> str:
+def _run_plan(key: str, env: str, config: Any, iterations: int) -> tuple[Any, Any]:
+    """Trains ``iterations`` iterations in this process; the plan and its graph with rates."""
+    from flowrl.iter.executor import init
+    from flowrl.viz.live import annotate_rates
+
+    init(local_mode=True)
+    trainer = _trainer_module().Trainer(key, env=env, config=config)
+    try:
+        result = None
+        for _ in range(iterations):
+            result = trainer.train()
+        return trainer.plan, annotate_rates(trainer.plan_graph(), result)
+    finally:
+        trainer.stop()
+
+
+def _check_port(port: int | None, option: str) -> None:
+    if port is not None and not 0 <= port <= 65535:
+        raise CommandError(f"{option} must be a port from 1 to 65535 (0 or none: a free one); "
+                           f"got {port}.")
+
+
+def _viewer_port_error() -> type[BaseException]:
+    from flowrl.viz.live import ViewerPortError
+
+    return ViewerPortError
+
+
+def _view(args: argparse.Namespace) -> int:
+    from flowrl.viz import live
+
+    _check_port(args.port, "--port")
+    try:
+        if args.output:
+            path = live.write_run_page(args.run_dir, args.output)
+            print(f"Wrote the viewer page for {args.run_dir} to {path}")
+            return EXIT_OK
+        server = live.serve_run_dir(args.run_dir, port=args.port)
+    except (FileNotFoundError, ValueError) as error:
+        raise CommandError(str(error)) from None
+    except live.ViewerPortError as error:
+        raise CommandError(f"--port {args.port}: {error.strerror}") from None
+    print(f"Plan viewer for {args.run_dir}: {server.url} (Ctrl-C to stop)", flush=True)
+    try:
+        with _sigterm_as_keyboard_interrupt():
+            _block_until_interrupted()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return EXIT_OK
+
+
+def _block_until_interrupted() -> None:
+    """Waits for Ctrl-C (or SIGTERM) while the viewer's server thread serves."""
+    threading.Event().wait()
+
+
+def _render_graph(plan: Any, output_format: str, graph: Any = None) -> str:
     try:
         viz = importlib.import_module("flowrl.viz")
     except ImportError as error:
@@ -383,7 +493,7 @@ def _render_graph(plan: Any, output_format: str) -> str:
             f"installation does not have. Use --format dot or --format text.",
             EXIT_ERROR,
         )
-    return renderer(plan.graph())
+    return renderer(plan.graph() if graph is None else graph)
 
 
 # =============================================================================================

@@ -42,6 +42,9 @@ __all__ = [
 ConfigT = TypeVar("ConfigT")
 
 _DOCS_PAGE = "docs/configuration.md"
+# Learning rates outside [lowest, highest] are legal but almost always a typo: they warn.
+_LOWEST_USUAL_LR = 1e-7
+_HIGHEST_USUAL_LR = 1.0
 
 
 class _FrozenConfig:
@@ -210,6 +213,8 @@ class AlgorithmConfig(_FrozenConfig):
     """Base random seed for envs, policies and sampling; None = nondeterministic. Any int >= 0."""
     env_config: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Keyword arguments passed to the env creator (gymnasium.make kwargs for gymnasium ids)."""
+    atari_preprocessing: bool | None = None
+    """DeepMind Atari preprocessing (84x84 gray, skip 4, 4 stacked); None = on for ALE ids."""
     num_workers: int = 2
     """Number of rollout worker actors; 0 samples in the driver process. Typically 0-64."""
     num_envs_per_worker: int = 1
@@ -248,6 +253,12 @@ class AlgorithmConfig(_FrozenConfig):
     """Torch intra-op threads in each rollout worker; 1 is best when workers share cores."""
     learner_num_threads: int | None = None
     """Intra-op threads of the learner in the driver; None = the framework's default."""
+    policies: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Multi-agent: policy id -> {"algo": name, "config": {overrides}}; {} = one shared policy."""
+    policy_mapping: Any = None
+    """Multi-agent: agent id -> policy id (a dict) or a callable (agent_id) -> policy_id."""
+    policies_to_train: tuple[str, ...] | None = None
+    """Multi-agent: ids of the policies the train ops update; None = all."""
 
     @property
     def steps_per_sample_round(self) -> int:
@@ -266,6 +277,7 @@ class AlgorithmConfig(_FrozenConfig):
         self._check_in_range("gamma", 0.0, 1.0, low_open=True)
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0; got lr={self.lr!r}. Typical values: 1e-5 to 1e-3.")
+        self._warn_if_learning_rate_unusual()
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(
                 f"grad_clip must be > 0 or None; got grad_clip={self.grad_clip!r}. "
@@ -280,6 +292,39 @@ class AlgorithmConfig(_FrozenConfig):
         self._check_at_least("num_threads_per_worker", 1)
         self._check_at_least("learner_num_threads", 1, "Use None for the framework default.")
         self._warn_if_batch_smaller_than_sample_round()
+        self._validate_multi_agent()
+
+    def _validate_multi_agent(self) -> None:
+        """Checks the shape of `policies` and `policy_mapping`; the ids are checked against
+        the env's agents when the workers are built."""
+        for policy_id, entry in self.policies.items():
+            unknown = set(entry) - {"algo", "config"} if isinstance(entry, dict) else None
+            if unknown is None or unknown or not isinstance(entry.get("config", {}), dict):
+                raise ValueError(
+                    f"policies[{policy_id!r}] must be a dict with optional keys 'algo' (a "
+                    f"built-in algorithm name) and 'config' (a dict of overrides); got "
+                    f"{entry!r}. Example: policies={{{policy_id!r}: {{'algo': 'ppo', "
+                    f"'config': {{'lr': 1e-4}}}}}}.")
+        mapping = self.policy_mapping
+        if mapping is not None and not (callable(mapping) or isinstance(mapping, dict)):
+            raise TypeError(
+                f"policy_mapping must be a dict agent id -> policy id or a callable "
+                f"(agent_id) -> policy_id; got {mapping!r} ({type(mapping).__name__}).")
+
+    def _warn_if_learning_rate_unusual(self) -> None:
+        """Warns when lr (or a rate in lr_schedule) lies far outside what trains: above 1.0
+        updates overshoot into garbage, below 1e-7 nothing is learned."""
+        rates = [("lr", self.lr)] + [
+            (f"lr_schedule rate at timestep {timestep}", rate)
+            for timestep, rate in self.lr_schedule or () if rate > _HIGHEST_USUAL_LR]
+        for name, rate in rates:
+            if rate > _HIGHEST_USUAL_LR or rate < _LOWEST_USUAL_LR:
+                self._warn(
+                    f"{name}={rate:g} is far outside the usual range of learning rates "
+                    f"(typically 1e-5 to 1e-2 with Adam; values above 1.0 make updates "
+                    f"overshoot and train into garbage, values below 1e-7 learn nothing). "
+                    f"Check the exponent, e.g. lr=1e-3."
+                )
 
     def _validate_lr_schedule(self) -> None:
         timesteps = [timestep for timestep, _ in self.lr_schedule or ()]

@@ -10,7 +10,9 @@ Names resolve in this order:
 1. a name registered with :func:`register_env`, including flowrl's built-in environments
    (``"MultiAgentArena-v0"``, a PettingZoo parallel env), registered at the end of this module;
 2. a gymnasium id (``"CartPole-v1"``, or ``"my_package.envs:MyEnv-v0"``, which imports
-   ``my_package.envs`` first so that its ``gymnasium.register`` calls run).
+   ``my_package.envs`` first so that its ``gymnasium.register`` calls run). Atari ids
+   (``"ALE/Pong-v5"``) are registered from ale-py on demand and get the DeepMind preprocessing
+   unless the config's ``atari_preprocessing`` is False (:mod:`flowrl.envs.atari`).
 
 Examples:
     >>> import gymnasium
@@ -34,7 +36,7 @@ from typing import Any
 
 import gymnasium
 
-from flowrl.envs import MultiAgentArena, is_multi_agent_env
+from flowrl.envs import MultiAgentArena, atari, is_multi_agent_env
 
 __all__ = ["EnvCreator", "get_env_creator", "list_envs", "make_env", "register_env"]
 
@@ -87,20 +89,45 @@ def list_envs() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_env_creator(name: str) -> EnvCreator:
+def get_env_creator(name: str, *, atari_preprocessing: bool | None = None) -> EnvCreator:
     """Resolves ``name`` into a picklable creator ``creator(env_config) -> gymnasium.Env``.
+
+    Args:
+        name: a registered name or a gymnasium id.
+        atari_preprocessing: for an Atari id, the DeepMind preprocessing (84x84 grayscale,
+            frame skip 4, 4 stacked frames); None = on for Atari ids. True for any other env is
+            an error (wrap it in your own creator instead).
 
     Raises:
         ValueError: If ``name`` is neither registered nor a gymnasium id; the message lists the
-            closest known names and how to register a custom environment.
+            closest known names and how to register a custom environment. An ``ALE/`` id
+            without ale-py installed says how to install it.
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"An environment name must be a non-empty string; got {name=}.")
     if name in _REGISTRY:
+        _check_no_atari_preprocessing(name, atari_preprocessing)
         return CheckedEnvCreator(name=name, creator=_REGISTRY[name])
-    if _is_gymnasium_id(name):
+    known = _is_gymnasium_id(name)
+    if not known and atari.register_atari_envs():
+        known = _is_gymnasium_id(name)
+    elif not known and name.startswith("ALE/"):
+        raise ValueError(atari.missing_ale_message(name))
+    if known and atari.is_atari_id(name):
+        return atari.AtariEnvCreator(name, deepmind_preprocessing=atari_preprocessing is not False)
+    if known:
+        _check_no_atari_preprocessing(name, atari_preprocessing)
         return GymnasiumEnvCreator(env_id=name)
     raise ValueError(_unknown_env_message(name))
+
+
+def _check_no_atari_preprocessing(name: str, atari_preprocessing: bool | None) -> None:
+    if atari_preprocessing:
+        raise ValueError(
+            f"atari_preprocessing=True, but {name!r} is not an Atari game (an ale-py id such as "
+            f"'ALE/Pong-v5'). Leave atari_preprocessing at None, or wrap your env with "
+            f"gymnasium.wrappers.AtariPreprocessing in the creator you register."
+        )
 
 
 def make_env(name: str, env_config: dict | None = None) -> gymnasium.Env:

@@ -8,6 +8,8 @@ A run directory holds
 * ``progress.csv`` -- the same results, nested dicts flattened with ``/`` (``info/learner/...``);
 * TensorBoard event files (tensorboardX), one scalar per numeric key, stepped by
   ``timesteps_total``;
+* ``plan.json`` -- the plan graph with its per-operator statistics (``flowrl.viz.to_json``),
+  replaced after every iteration; ``flowrl view RUN_DIR`` draws it with the records;
 * ``checkpoint_<iteration>/`` -- every ``checkpoint_freq`` iterations (``Trainer.save``), keeping
   the ``keep_checkpoints_num`` most recent.
 
@@ -40,6 +42,7 @@ __all__ = ["RunRecorder", "default_run_dir", "flatten_result"]
 PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
 PROGRESS_FILE = "progress.csv"
+PLAN_FILE = "plan.json"
 
 
 class Checkpointable(Protocol):
@@ -141,10 +144,22 @@ class RunRecorder:
         self._append_csv_row(flat)
         if self._tensorboard is not None:
             self._write_scalars(flat, step=int(result.get("timesteps_total", 0) or 0))
+        plan_graph = getattr(trainer, "plan_graph", None)
+        if callable(plan_graph):
+            self._write_plan(plan_graph())
         iteration = int(result.get("training_iteration", 0) or 0)
         due = self.checkpoint_freq and iteration and iteration % self.checkpoint_freq == 0
         if due and trainer is not None:
             self.save_checkpoint(trainer)
+
+    def _write_plan(self, graph: Any) -> None:
+        """Replaces ``plan.json`` atomically (a reader never sees half a file)."""
+        from flowrl.viz import to_json
+
+        path = os.path.join(self.run_dir, PLAN_FILE)
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(to_json(graph, title=os.path.basename(os.path.normpath(self.run_dir))))
+        os.replace(path + ".tmp", path)
 
     def save_checkpoint(self, trainer: Checkpointable) -> str:
         """Saves ``trainer`` into the run directory and drops the oldest periodic checkpoints."""

@@ -27,11 +27,19 @@ from flowrl.ops import (
     STEPS_TRAINED_COUNTER,
     TrainResult,
 )
+from flowrl.ops.learner_thread import stop_learner_threads
 from flowrl.plans import get_algorithm
+from flowrl.plans.multiagent import resolve_policies
 from flowrl.policy import policy_class
 from flowrl.reporting import STOP_KEYS, format_progress, should_stop, validate_stop
 from flowrl.run_records import RunRecorder, default_run_dir
 from flowrl.workers import WorkerSet
+from flowrl.workers.multi_agent import (
+    PolicyReturnTracker,
+    checkpoint_ready_config,
+    learner_policy_state,
+    restore_learner_policy_state,
+)
 from flowrl.workers.worker_set import summarize_episodes
 
 PlanFn = Callable[[WorkerSet, Any], Any]
@@ -67,6 +75,8 @@ class Trainer:
 
     _plan_error: BaseException | None = None
     """The error the plan raised, if any; a plan iterator cannot go on after one."""
+    _viewer: Any = None
+    """The live plan viewer (`serve_viewer`), published to after every `train()`."""
 
     def __init__(self, algo: str, env: str, config: Mapping[str, Any] | Any = None,
                  plan: PlanFn | None = None, *, local_mode: bool | None = None,
@@ -78,14 +88,15 @@ class Trainer:
         else:
             self.config = from_dict(self.spec.config_class, config)
         self.env_name = env
-        env_creator = get_env_creator(env)
+        env_creator = get_env_creator(env, atari_preprocessing=self.config.atari_preprocessing)
         # Importing the framework (seconds) overlaps with Ray's start-up (seconds).
         preload = _preload_policy_class(self.config.framework)
         if local_mode is not None:
             init(local_mode=local_mode, address=address)
         preload.join()
         self.workers = WorkerSet(env_creator=env_creator, policy_spec=self.spec.policy,
-                                 config=self.config)
+                                 config=self.config,
+                                 policies=resolve_policies(self.config, self.spec))
         self._plan_fn = plan or self.spec.plan
         self.plan = self._plan_fn(self.workers, self.config)
         _check_plan_output(self.plan, self._plan_fn)
@@ -95,6 +106,9 @@ class Trainer:
         self._episodes: collections.deque[tuple[float, int]] = collections.deque(
             maxlen=self.config.metrics_num_episodes_for_smoothing)
         self._last_steps_sampled = 0
+        self._policy_returns = PolicyReturnTracker(
+            self.workers.multi_agent.policy_ids if self.workers.multi_agent else [],
+            maxlen=self.config.metrics_num_episodes_for_smoothing)
         self.recorder = None if log_dir is None else RunRecorder(
             log_dir, self.config.to_dict(), checkpoint_freq=checkpoint_freq,
             keep_checkpoints_num=keep_checkpoints_num)
@@ -125,7 +139,22 @@ class Trainer:
         result = self._result(learner_stats, time.perf_counter() - start)
         if self.recorder is not None:
             self.recorder.record(result, self)
+        if self._viewer is not None:
+            self._viewer.publish(self.plan_graph(), result)
         return result
+
+    def serve_viewer(self, port: int | None = None) -> str:
+        """Serves the live plan viewer on 127.0.0.1 and returns its URL (a free port unless
+        `port` is given). The page follows this trainer: every `train()` publishes the plan's
+        per-operator rates, the learning curve and the result (see `flowrl.viz.live`); it
+        stops with `stop()`. Calling it again returns the same URL."""
+        if self._viewer is None:
+            from flowrl.viz.live import LiveViewer
+
+            self._viewer = LiveViewer(f"{self.spec.name} on {self.env_name}", port=port)
+            self._viewer.publish(self.plan_graph())
+            logger.debug("Live plan viewer at %s", self._viewer.url)
+        return self._viewer.url
 
     def _next_plan_output(self) -> Any:
         """The plan's next output. After the plan raised once, every later call raises a
@@ -177,6 +206,9 @@ class Trainer:
                   **self.metrics.info},
             ops=self.plan.stats(),
         )
+        if self.workers.multi_agent:  # per-policy returns: policy_reward_mean/<policy id>
+            self._policy_returns.extend(self.workers.pop_policy_episode_returns())
+            result.update(self._policy_returns.summary())
         return result
 
     # --- evaluation and acting --------------------------------------------------------------
@@ -194,9 +226,11 @@ class Trainer:
         action, _ = self.get_policy().compute_single_action(obs, explore=explore)
         return action
 
-    def get_policy(self) -> Any:
-        """The learner's policy (the local worker's)."""
-        return self.workers.local_worker().policy
+    def get_policy(self, policy_id: str | None = None) -> Any:
+        """The learner's policy (the local worker's); `policy_id` picks one of several
+        policies of a multi-agent run."""
+        worker = self.workers.local_worker()
+        return worker.policy if policy_id is None else worker.get_policy(policy_id)
 
     def plan_graph(self) -> Any:
         """The plan as a networkx DiGraph, annotated with per-operator statistics."""
@@ -217,12 +251,12 @@ class Trainer:
             "algo": self.spec.name,
             "env": self.env_name,
             "env_source": checkpoint.describe_env_source(self.workers.env_creator),
-            "config": self.config.to_dict(),
+            "config": checkpoint_ready_config(self.config.to_dict()),
             "iteration": self.iteration,
             "time_total_s": self._time_total,
             "episodes": [list(episode) for episode in self._episodes],
             "last_steps_sampled": self._last_steps_sampled,
-            "policy_state": self.get_policy().get_state(),
+            "policy_state": learner_policy_state(self.workers.local_worker()),
             "metrics": self.metrics.save(),
             "op_stats": [list(entry) for entry in self.plan.stats_state()],
         }
@@ -267,7 +301,7 @@ class Trainer:
             raise ValueError(f"Checkpoint {checkpoint_path!r} is for {state['algo']!r}, this "
                              f"trainer runs {self.spec.name!r}. Use Trainer.from_checkpoint "
                              f"to rebuild the algorithm the checkpoint was written by.")
-        self.get_policy().set_state(state["policy_state"])
+        restore_learner_policy_state(self.workers.local_worker(), state["policy_state"])
         self.metrics.restore(state["metrics"])
         self._restore_operator_stats(state["op_stats"], checkpoint_path)
         self.iteration = int(state["iteration"])
@@ -290,9 +324,14 @@ class Trainer:
             "and counters were restored.", checkpoint_path, saved_labels, labels)
 
     def stop(self) -> None:
-        """Releases the workers (kills remote actors, closes envs) and closes the run records."""
+        """Releases the workers (kills remote actors, closes envs) and closes the run records
+        and the live viewer."""
+        if self._viewer is not None:
+            self._viewer.close()
+            self._viewer = None
         if self.recorder is not None:
             self.recorder.close()
+        stop_learner_threads(self.workers)
         self.workers.stop()
 
 
@@ -378,7 +417,8 @@ def run(algo: str, env: str, config: Mapping[str, Any] | Any = None,
         stop: Mapping[str, float] | None = None, local_mode: bool = False,
         checkpoint_dir: str | None = None, verbose: int = 1, address: str | None = None,
         restore: str | None = None, plan: PlanFn | None = None, log_dir: str | None = None,
-        checkpoint_freq: int = 10, keep_checkpoints_num: int = 3) -> dict[str, Any]:
+        checkpoint_freq: int = 10, keep_checkpoints_num: int = 3, viewer: bool = False,
+        viewer_port: int | None = None) -> dict[str, Any]:
     """Trains `algo` on `env` until a stop criterion is met; returns the last result.
 
     Every run writes its records (`flowrl.run_records`) into a run directory, printed at start
@@ -400,6 +440,8 @@ def run(algo: str, env: str, config: Mapping[str, Any] | Any = None,
         log_dir: the run directory; default `results/<algo>_<env>_<timestamp>`.
         checkpoint_freq: save a checkpoint in the run directory every this many iterations
             (0 = never), keeping the `keep_checkpoints_num` most recent.
+        viewer: serve the live plan viewer on 127.0.0.1 while training and print its URL
+            (`Trainer.serve_viewer`); `viewer_port` picks its port (default: a free one).
 
     Raises:
         TrainingInterrupted: on Ctrl-C; its `checkpoint` is the checkpoint saved on the way
@@ -414,6 +456,14 @@ def run(algo: str, env: str, config: Mapping[str, Any] | Any = None,
     if verbose:
         print(f"Run records (params, progress.csv, result.json, TensorBoard, checkpoints) in "
               f"{log_dir}", flush=True)
+    if viewer or viewer_port is not None:
+        try:
+            url = trainer.serve_viewer(viewer_port)
+        except OSError:
+            trainer.stop()
+            raise
+        print(f"Live plan viewer: {url} (open it in a browser; it updates every iteration)",
+              flush=True)
     start = time.perf_counter()
     try:
         if restore:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flowrl.plans import a2c, a3c, pg, ppo
+from flowrl.plans import a2c, a3c, apex, appo, dqn, impala, pg, ppo
 from flowrl.policy import PolicySpec, policy_class
 
 
@@ -42,6 +42,19 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
                          "Asynchronous advantage actor-critic: gradients computed on workers."),
     "ppo": AlgorithmSpec("PPO", ppo.PPOConfig, ppo.ppo_plan, ppo.PPO_POLICY,
                          "Proximal policy optimization with clipped surrogate and adaptive KL."),
+    "impala": AlgorithmSpec("IMPALA", impala.IMPALAConfig, impala.impala_plan,
+                            impala.IMPALA_POLICY,
+                            "Async sampling into a learner thread with V-trace off-policy "
+                            "correction."),
+    "appo": AlgorithmSpec("APPO", appo.APPOConfig, appo.appo_plan, appo.APPO_POLICY,
+                          "Asynchronous PPO: IMPALA's learner thread with a clipped surrogate "
+                          "on V-trace advantages."),
+    "dqn": AlgorithmSpec("DQN", dqn.DQNConfig, dqn.dqn_plan, dqn.DQN_POLICY,
+                         "Deep Q-learning: double Q, dueling heads, n-step returns, prioritized "
+                         "replay."),
+    "apex": AlgorithmSpec("APEX", apex.ApexConfig, apex.apex_plan, apex.APEX_POLICY,
+                          "Ape-X: async rollouts into replay actors feeding a DQN learner "
+                          "thread."),
 }
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from flowrl.iter import LocalIterator
 from flowrl.ops import (
+    DEFAULT_POLICY_ID,
     KL_COEFF_INFO,
     BroadcastWeights,
     ConcatBatches,
@@ -171,9 +172,11 @@ class UpdateKL:
         self.kl_target = kl_target
 
     def __call__(self, result: TrainResult) -> TrainResult:
-        policy = self.workers.local_worker().policy
-        coeff = float(policy.get_coefficient("kl_coeff"))
-        for stats in result.learner_stats.values():
+        for policy_id, stats in result.learner_stats.items():  # one entry per trained policy
+            worker = self.workers.local_worker()
+            policy = (worker.policy if policy_id == DEFAULT_POLICY_ID
+                      else worker.get_policy(policy_id))
+            coeff = float(policy.get_coefficient("kl_coeff"))
             kl = stats.get("kl")
             if kl is not None and coeff > 0:
                 if kl > 2.0 * self.kl_target:
@@ -182,7 +185,7 @@ class UpdateKL:
                     coeff *= 0.5
                 policy.set_coefficient("kl_coeff", coeff)
             stats["kl_coeff"] = coeff
-        LocalIterator.get_metrics().info[KL_COEFF_INFO] = coeff
+            LocalIterator.get_metrics().info[KL_COEFF_INFO] = coeff
         return result
 
     def __repr__(self) -> str:

@@ -156,6 +156,7 @@ class RolloutWorker(ParallelIteratorWorker):
             )
             seeds = [_step_seed(self.seed, self.worker_index, i) for i in range(self.num_envs)]
             self._raw_obs, _ = self._env.reset(seed=None if self.seed is None else seeds)
+            self._reject_non_finite_observations(self._raw_obs, "reset()")
             self._env.action_space.seed(_step_seed(self.seed, self.worker_index, 99))
         return self._env
 
@@ -192,12 +193,15 @@ class RolloutWorker(ParallelIteratorWorker):
         next_raw, rewards, terminateds, truncateds, infos = env.step(self._env_actions(actions))
         if not np.isfinite(rewards).all():
             self._raise_non_finite_rewards(rewards)
+        self._reject_non_finite_observations(next_raw, "step()")
         new_obs_rows = np.array(policy.preprocess(next_raw), copy=True)
         dones = np.logical_or(terminateds, truncateds)
         if dones.any():
             final_obs = infos["final_obs"]
             for i in np.flatnonzero(dones):
-                new_obs_rows[i] = policy.preprocess(_single_row_batch(final_obs[i]))[0]
+                final_row = _single_row_batch(final_obs[i])
+                self._reject_non_finite_observations(final_row, "step()", env_index=int(i))
+                new_obs_rows[i] = policy.preprocess(final_row)[0]
         eps_id, t = self.episodes.step(rewards, dones)
         self._raw_obs = next_raw
         row = {
@@ -250,7 +254,36 @@ class RolloutWorker(ParallelIteratorWorker):
             "numbers. Fix the env's step(), or wrap it to clip or replace such rewards."
         )
 
+    def _reject_non_finite_observations(self, observations: Any, returned_by: str,
+                                        env_index: int | None = None) -> None:
+        """Raises where a NaN or infinite observation enters, before any policy sees it.
+
+        `observations` holds one row per env (or the single row of `env_index`).
+        """
+        bad_rows = _non_finite_rows(observations)
+        if not bad_rows:
+            return
+        env_indices = bad_rows if env_index is None else [env_index]
+        raise ValueError(
+            f"The environment's {returned_by} returned a non-finite observation (NaN or inf) "
+            f"in env index {env_indices} of rollout worker {self.worker_index}; observations "
+            "must be finite numbers, or the policy's outputs and the loss turn into NaN. Fix "
+            "the env, or wrap it (e.g. gymnasium.wrappers.TransformObservation with "
+            "np.nan_to_num) to replace such values."
+        )
+
     # --- weights, stats, gradients ---------------------------------------------------------
+
+    policies_to_train: tuple[str, ...] = ("default_policy",)
+    """The policies train ops update; a single-agent worker has only "default_policy"."""
+
+    def get_policy(self, policy_id: str = "default_policy") -> Any:
+        """The policy with id `policy_id`; a single-agent worker has only "default_policy"
+        (multi-agent workers, `flowrl.workers.multi_agent`, have one per policy id)."""
+        if policy_id != "default_policy":
+            raise KeyError(f"No policy {policy_id!r} on this single-agent worker; its only "
+                           f"policy is 'default_policy'.")
+        return self.policy
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """The policy's weights as framework-neutral numpy arrays."""
@@ -305,6 +338,21 @@ class RolloutWorker(ParallelIteratorWorker):
         if self._env is not None:
             self._env.close()
             self._env = None
+
+
+def _non_finite_rows(observations: Any) -> list[int]:
+    """Indices of the rows (envs) holding a NaN or infinite value in a batch of observations
+    (an array, or dicts/tuples of arrays); integer and boolean arrays are always finite."""
+    if isinstance(observations, dict):
+        parts = list(observations.values())
+    elif isinstance(observations, tuple):
+        parts = list(observations)
+    else:
+        array = np.asarray(observations)
+        if array.dtype.kind not in "fc" or array.ndim == 0 or np.isfinite(array).all():
+            return []
+        return np.flatnonzero(~np.isfinite(array.reshape(len(array), -1)).all(axis=1)).tolist()
+    return sorted({row for part in parts for row in _non_finite_rows(part)})
 
 
 def _single_row_batch(observation: Any) -> Any:

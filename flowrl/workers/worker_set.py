@@ -5,14 +5,20 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from flowrl.iter import ActorDiedError, FlowError, executor
+from flowrl.iter.shipping import WorkerImportError, as_worker_import_error
 from flowrl.policy import PolicySpec
+from flowrl.workers.multi_agent import (
+    MultiAgentRolloutWorker,
+    multi_agent_setup_for,
+    multi_agent_worker_kwargs,
+)
 from flowrl.workers.rollout_worker import RolloutWorker
 
 logger = logging.getLogger(__name__)
@@ -51,18 +57,28 @@ class WorkerSet:
             fields shape the workers and the policies read it by attribute.
     """
 
+    reported_worker_indexes: set[int] | None = None
+    """Remote workers (1..n) whose episodes `collect_episode_stats` reports; None: all. A plan
+    may narrow it (Ape-X reports its lowest-epsilon workers); the others' episodes are still
+    collected, and dropped."""
+
     def __init__(self, *, env_creator: Callable[[dict], gym.Env], policy_spec: PolicySpec,
-                 config: Any) -> None:
+                 config: Any, policies: Mapping[str, tuple[PolicySpec, Any]] | None = None
+                 ) -> None:
         self.env_creator = env_creator
         self.policy_spec = policy_spec
         self.config = config
         check_worker_resources(config)
         probe = env_creator(dict(config.env_config))
         try:
-            self.observation_space = probe.observation_space
-            self.action_space = probe.action_space
+            # A PettingZoo parallel env gets multi-agent workers (flowrl.workers.multi_agent).
+            self.multi_agent = multi_agent_setup_for(probe, policy_spec, config, policies)
+            self.observation_space = None if self.multi_agent else probe.observation_space
+            self.action_space = None if self.multi_agent else probe.action_space
         finally:
             probe.close()
+        self._worker_class = MultiAgentRolloutWorker if self.multi_agent else RolloutWorker
+        self._policy_episode_returns: list[dict[str, float]] = []
         self._restarts = [0] * config.num_workers
         self.num_worker_restarts = 0
         # Per worker slot: failed replacements in a row, and when the current worker started.
@@ -71,7 +87,7 @@ class WorkerSet:
         # Remote workers first: their processes start (and import the framework) while the
         # driver builds its own policy.
         self._remote = [self._create_remote(i) for i in range(1, config.num_workers + 1)]
-        self._local = RolloutWorker(**self._worker_kwargs(0, config.learner_num_threads))
+        self._local = self._worker_class(**self._worker_kwargs(0, config.learner_num_threads))
         # Every worker starts from the learner's initial weights, not its own random init.
         self.sync_weights()
 
@@ -82,7 +98,7 @@ class WorkerSet:
         seed = config.seed
         if seed is not None and worker_index > 0:
             seed = seed + _RESTART_SEED_STRIDE * self._restarts[worker_index - 1]
-        return dict(
+        kwargs = dict(
             env_creator=self.env_creator,
             env_config=dict(config.env_config),
             policy_spec=self.policy_spec,
@@ -97,11 +113,14 @@ class WorkerSet:
             num_workers=config.num_workers,
             num_threads=num_threads,
         )
+        if self.multi_agent:
+            return multi_agent_worker_kwargs(kwargs, self.multi_agent)
+        return kwargs
 
     def _create_remote(self, worker_index: int) -> Any:
         kwargs = self._worker_kwargs(worker_index, self.config.num_threads_per_worker)
         return executor.create_actor(
-            RolloutWorker, num_cpus=self.config.num_cpus_per_worker, **kwargs
+            self._worker_class, num_cpus=self.config.num_cpus_per_worker, **kwargs
         )
 
     # --- access -----------------------------------------------------------------------------
@@ -136,15 +155,19 @@ class WorkerSet:
 
     # --- weights ----------------------------------------------------------------------------
 
-    def sync_weights(self, global_vars: dict | None = None) -> None:
+    def sync_weights(self, global_vars: dict | None = None,
+                     policy_ids: list[str] | None = None) -> None:
         """Sends the local worker's weights to every remote worker: one `put`, n calls.
 
         The calls are not awaited; each actor applies them before its next sample because a
-        Ray actor runs its calls in order.
+        Ray actor runs its calls in order. `policy_ids` (multi-agent workers only) sends just
+        those policies' weights.
         """
         if not self._remote:
             return
-        weights_ref = executor.put(self._local.get_weights())
+        local_weights = (self._local.get_weights(policy_ids) if policy_ids is not None
+                         else self._local.get_weights())
+        weights_ref = executor.put(local_weights)
         for handle in self._remote:
             executor.call(handle, "set_weights", weights_ref, global_vars)
 
@@ -162,18 +185,31 @@ class WorkerSet:
         return results + list(executor.get(futures))
 
     def collect_episode_stats(self) -> list[tuple[float, int]]:
-        """Finished episodes (return, length) from all workers since the last collection.
+        """Finished episodes (return, length) from all workers since the last collection
+        (only from `reported_worker_indexes` among the remote workers, when set).
 
         A worker that died since is skipped here; the plan's gather replaces it.
         """
         episodes = self._local.get_episode_stats()
         futures = [executor.call(handle, "get_episode_stats") for handle in self._remote]
-        for future in futures:
+        reported = self.reported_worker_indexes
+        for worker_index, future in enumerate(futures, start=1):
             try:
-                episodes.extend(executor.get(future))
+                finished = executor.get(future)
             except ActorDiedError:
                 continue
+            if reported is None or worker_index in reported:
+                episodes.extend(finished)
+        if self.multi_agent:  # (return, length, {policy id: return}) per episode
+            self._policy_episode_returns.extend(episode[2] for episode in episodes)
+            episodes = [(episode[0], episode[1]) for episode in episodes]
         return episodes
+
+    def pop_policy_episode_returns(self) -> list[dict[str, float]]:
+        """Multi-agent envs: {policy id: return} of the episodes the last
+        `collect_episode_stats` calls returned (cleared on reading)."""
+        returns, self._policy_episode_returns = self._policy_episode_returns, []
+        return returns
 
     # --- faults -----------------------------------------------------------------------------
 
@@ -186,6 +222,9 @@ class WorkerSet:
         """
         if not self.config.recreate_failed_workers:
             raise error
+        import_error = as_worker_import_error(error, self._shipped_objects_description())
+        if import_error is not None:  # a replacement would fail the same way: stop at once
+            raise _worker_cannot_import(shard_index, import_error) from error
         current = self._remote[shard_index]
         try:
             executor.get(executor.call(current, "ping"), timeout=10)
@@ -202,6 +241,13 @@ class WorkerSet:
         executor.call(handle, "set_weights", executor.put(self._local.get_weights()))
         self._remote[shard_index] = handle
         return handle
+
+    def _shipped_objects_description(self) -> str:
+        """Names what a rollout worker unpickles when it starts: the env creator first."""
+        creator = getattr(self.env_creator, "creator", self.env_creator)
+        module = getattr(creator, "__module__", None) or type(creator).__module__
+        return (f"the env creator {creator!r} (module {module!r}) or another constructor "
+                f"argument of the rollout worker (policy spec, config)")
 
     def _start_replacement(self, shard_index: int, error: BaseException) -> Any:
         """Starts a new worker for slot `shard_index` (actor and envs), retrying with doubling
@@ -272,6 +318,17 @@ def check_worker_resources(config: Any) -> None:
         fix=("Use fewer workers (num_workers) or a smaller num_cpus_per_worker, or start Ray "
              "with more CPUs on purpose to oversubscribe the cores: flowrl.init(num_cpus=N) "
              "before building the Trainer."),
+    )
+
+
+def _worker_cannot_import(shard_index: int, error: WorkerImportError) -> FlowError:
+    return FlowError(
+        operator=f"RolloutWorker {shard_index + 1}",
+        lineage="WorkerSet (starting a rollout worker)",
+        shard=shard_index,
+        original_type="ModuleNotFoundError",
+        original_message=str(error),
+        remote_traceback="",
     )
 
 

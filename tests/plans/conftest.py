@@ -12,6 +12,11 @@ TINY = {
     "a2c": {"train_batch_size": 40},
     "a3c": {"num_workers": 1},
     "ppo": {"train_batch_size": 40, "sgd_minibatch_size": 20, "num_sgd_iter": 2},
+    "impala": {"train_batch_size": 40},
+    "appo": {"train_batch_size": 40},
+    "dqn": {"train_batch_size": 16, "learning_starts": 40, "buffer_size": 1000},
+    "apex": {"num_workers": 2, "train_batch_size": 16, "learning_starts": 40,
+             "buffer_size": 1000, "max_weight_sync_delay": 20},
 }
 
 
