@@ -32,8 +32,23 @@ NATURE_CNN_FILTERS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
 CNN_DENSE_UNITS = 512
 
 
+class ConvTrunk:
+    """The conv-stack naming shared by the model specs that take images (`conv_filters`)."""
+
+    conv_filters: tuple[tuple[int, int, int], ...] | None
+
+    @property
+    def is_cnn(self) -> bool:
+        return self.conv_filters is not None
+
+    @property
+    def convs(self) -> list[tuple[str, int]]:
+        """(name, stride) of each conv layer."""
+        return [(f"conv_{i}", f[2]) for i, f in enumerate(self.conv_filters or ())]
+
+
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(ConvTrunk):
     """The architecture of a policy's model, shared by the Torch and TF implementations."""
 
     obs_shape: tuple[int, ...]
@@ -47,15 +62,6 @@ class ModelSpec:
     conv_activation: str
 
     kind = "actor_critic"
-
-    @property
-    def is_cnn(self) -> bool:
-        return self.conv_filters is not None
-
-    @property
-    def convs(self) -> list[tuple[str, int]]:
-        """(name, stride) of each conv layer."""
-        return [(f"conv_{i}", f[2]) for i, f in enumerate(self.conv_filters or ())]
 
     @property
     def trunk_dense(self) -> list[str]:
@@ -249,7 +255,7 @@ def _seeded_weights(shapes: Mapping[str, tuple[int, ...]], out_gains: Mapping[st
 
 
 @dataclass(frozen=True)
-class QModelSpec:
+class QModelSpec(ConvTrunk):
     """A Q-network: one value per discrete action, optionally with dueling heads."""
 
     obs_shape: tuple[int, ...]
@@ -261,14 +267,6 @@ class QModelSpec:
     conv_activation: str
 
     kind = "q"
-
-    @property
-    def is_cnn(self) -> bool:
-        return self.conv_filters is not None
-
-    @property
-    def convs(self) -> list[tuple[str, int]]:
-        return [(f"conv_{i}", f[2]) for i, f in enumerate(self.conv_filters or ())]
 
     @property
     def q_hiddens(self) -> tuple[int, ...]:
