@@ -10,6 +10,7 @@ from flowrl.ops.imperative import training_step_plan
 from flowrl.ops.learner_thread import (
     LearnerOutput,
     LearnerThread,
+    LockedLearnStep,
     MinibatchBuffer,
     StartLearnerThread,
 )
@@ -86,6 +87,7 @@ __all__ = [
     "Gradients",
     "LearnerOutput",
     "LearnerThread",
+    "LockedLearnStep",
     "MinibatchBuffer",
     "StartLearnerThread",
     "ParallelRollouts",

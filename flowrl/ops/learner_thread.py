@@ -326,6 +326,68 @@ class LearnerThread(threading.Thread):
         return "The learner is not taking batches from learner.inqueue."
 
 
+class LockedLearnStep:
+    """The learner thread's `learn`: one update of the learner policy, under a lock.
+
+    The plan's operators that read or change the learner policy while the thread trains
+    (weight reads for broadcasts, target-network and KL updates) take the same `lock`, so they
+    never see half an update. `version` counts the updates done; `timestep` is the
+    sampled-steps counter the plan last passed in, which drives learning-rate schedules.
+
+    Args:
+        workers: A WorkerSet, or anything with `local_worker().policy` (the learner policy).
+        learn: `(batch) -> stats dict`, one update; default the learner policy's
+            `learn_on_batch`. Ape-X passes a step that also computes the batch's TD errors.
+
+    Examples:
+        >>> class Policy:
+        ...     def learn_on_batch(self, batch): return {"rows": len(batch)}
+        ...     def on_global_var_update(self, global_vars): pass
+        >>> class Workers:
+        ...     def local_worker(self): return self
+        ...     policy = Policy()
+        >>> step = LockedLearnStep(Workers())
+        >>> step([1, 2, 3]), step.version
+        ({'rows': 3}, 1)
+    """
+
+    def __init__(self, workers: Any, learn: Callable[[Any], dict[str, Any]] | None = None
+                 ) -> None:
+        self.workers = workers
+        self.learn = learn
+        self.lock = threading.Lock()
+        self.version = 0
+        self.timestep = 0
+        self._applied_timestep = -1
+
+    @property
+    def policy(self) -> Any:
+        """The learner policy (the local worker's)."""
+        return self.workers.local_worker().policy
+
+    def __call__(self, batch: Any) -> dict[str, Any]:
+        with self.lock:
+            policy = self.policy
+            if self.timestep != self._applied_timestep:
+                policy.on_global_var_update({"timestep": self.timestep})
+                self._applied_timestep = self.timestep
+            stats = self.learn(batch) if self.learn is not None else policy.learn_on_batch(batch)
+            self.version += 1
+        return stats
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return "LockedLearnStep()"
+
+
 _STARTED_LEARNERS: weakref.WeakSet[LearnerThread] = weakref.WeakSet()
 
 

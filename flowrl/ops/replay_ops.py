@@ -346,6 +346,8 @@ class UpdateTargetNetwork:
     Ape-X, whose learner runs at its own pace) in the shared counters, and moves the target
     toward the online network (`policy.update_target(tau)`; tau=1 copies it) each time that
     many have passed since the last update. `policy_id` picks a multi-agent learner's policy.
+    With a learner thread, pass its `LockedLearnStep` as `learn_step`: the update then takes
+    the learner's lock, so it never lands in the middle of a gradient step.
 
     Consumes: any item (put it after the training step). Yields: the same item.
     Metrics: counter `learner/target_updates`.
@@ -359,7 +361,7 @@ class UpdateTargetNetwork:
 
     def __init__(self, workers: WorkerSet | None, target_network_update_freq: int, *,
                  by: TargetUpdateBy = "sampled", tau: float = 1.0,
-                 policy_id: str = DEFAULT_POLICY_ID) -> None:
+                 policy_id: str = DEFAULT_POLICY_ID, learn_step: Any = None) -> None:
         if isinstance(target_network_update_freq, bool) or not isinstance(
                 target_network_update_freq, int) or target_network_update_freq < 1:
             raise ValueError(f"target_network_update_freq must be an int >= 1 (steps), got "
@@ -375,6 +377,7 @@ class UpdateTargetNetwork:
         self.by = by
         self.tau = tau
         self.policy_id = policy_id
+        self.learn_step = learn_step
         self.last_update_at = 0
 
     def __call__(self, item: Any) -> Any:
@@ -382,7 +385,12 @@ class UpdateTargetNetwork:
         now = int(counters[STEPS_SAMPLED_COUNTER if self.by == "sampled" else
                            STEPS_TRAINED_COUNTER])
         if now - self.last_update_at >= self.target_network_update_freq:
-            _learner_policy(self.workers, self.policy_id).update_target(self.tau)
+            policy = _learner_policy(self.workers, self.policy_id)
+            if self.learn_step is None:
+                policy.update_target(self.tau)
+            else:
+                with self.learn_step.lock:
+                    policy.update_target(self.tau)
             self.last_update_at = now
             counters[NUM_TARGET_UPDATES_COUNTER] += 1
         return item

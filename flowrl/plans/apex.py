@@ -49,6 +49,7 @@ from flowrl.ops import (
     Enqueue,
     LearnerOutput,
     LearnerThread,
+    LockedLearnStep,
     ParallelRollouts,
     RecordSampledSteps,
     Replay,
@@ -170,26 +171,25 @@ class UpdateWorkerWeights:
     """Sends the learner's weights to a rollout worker once it has sampled
     `max_weight_sync_delay` env steps since its last update.
 
-    The weights are `put` once per learner version and the same reference goes to every worker
-    that is due.
+    The weights are read under the learner's lock (never half an update) and `put` once per
+    learner version; the same reference goes to every worker that is due.
 
     Consumes: (rollout worker, SampleBatch). Yields: the same pair.
     Metrics: counter `learner/weight_broadcasts`.
 
     Examples:
-        >>> UpdateWorkerWeights(None, None, max_weight_sync_delay=400)
+        >>> UpdateWorkerWeights(None, max_weight_sync_delay=400)
         UpdateWorkerWeights(max_weight_sync_delay=400)
     """
 
     metrics_written = (NUM_WEIGHT_BROADCASTS_COUNTER,)
 
-    def __init__(self, learner: LearnerThread | None, workers: WorkerSet | None, *,
+    def __init__(self, learn_step: LockedLearnStep | None, *,
                  max_weight_sync_delay: int) -> None:
         if max_weight_sync_delay < 1:
             raise ValueError(f"max_weight_sync_delay must be at least 1 env step, got "
                              f"{max_weight_sync_delay=}")
-        self.learner = learner
-        self.workers = workers
+        self.learn_step = learn_step
         self.max_weight_sync_delay = max_weight_sync_delay
         self.steps_since_update: dict[Any, int] = defaultdict(int)
         self._weights_ref: Any = None
@@ -199,14 +199,16 @@ class UpdateWorkerWeights:
         actor, batch = item
         self.steps_since_update[actor] += len(batch)
         if self.steps_since_update[actor] >= self.max_weight_sync_delay:
-            version = self.learner.weights_version
-            if version != self._weights_version:
-                weights = self.workers.local_worker().policy.get_weights()
+            learn_step = self.learn_step
+            if learn_step.version != self._weights_version:
+                with learn_step.lock:
+                    weights = learn_step.policy.get_weights()
+                    version = learn_step.version
                 self._weights_ref = executor.put(weights)
                 self._weights_version = version
             metrics = LocalIterator.get_metrics()
             global_vars = {"timestep": int(metrics.counters[STEPS_SAMPLED_COUNTER])}
-            self.workers.set_weights_of(actor, self._weights_ref, global_vars)
+            learn_step.workers.set_weights_of(actor, self._weights_ref, global_vars)
             self.steps_since_update[actor] = 0
             metrics.counters[NUM_WEIGHT_BROADCASTS_COUNTER] += 1
         return item
@@ -216,8 +218,9 @@ class UpdateWorkerWeights:
 
 
 class LearnWithTDErrors:
-    """The learner thread's step: TD errors of the batch (for its priorities), then one
-    gradient step; the per-row errors and buffer slots ride along in the stats."""
+    """One Ape-X update (run by `LockedLearnStep`, under its lock): TD errors of the batch
+    (for its priorities), then one gradient step; the per-row errors and buffer slots ride
+    along in the stats."""
 
     def __init__(self, workers: WorkerSet, *, with_td_errors: bool) -> None:
         self.workers = workers
@@ -273,9 +276,10 @@ def apex_plan(workers: WorkerSet, config: ApexConfig) -> LocalIterator[TrainResu
         prioritized=config.prioritized_replay, alpha=config.prioritized_replay_alpha,
         beta=config.prioritized_replay_beta, eps=config.prioritized_replay_eps,
         seed=config.seed)
-    learner = LearnerThread(
-        workers, learn=LearnWithTDErrors(workers, with_td_errors=config.prioritized_replay),
-        in_queue_size=LEARNER_QUEUE_SIZE)
+    # One lock between the learner thread and the plan's weight reads and target updates.
+    learn_step = LockedLearnStep(
+        workers, learn=LearnWithTDErrors(workers, with_td_errors=config.prioritized_replay))
+    learner = LearnerThread(workers, learn=learn_step, in_queue_size=LEARNER_QUEUE_SIZE)
     # The thread starts on the plan's first step, so building or pickling a plan starts none.
     start_learner = StartLearnerThread(learner)
     # Store flow: async samples (with initial priorities) into a random shard each.
@@ -286,7 +290,7 @@ def apex_plan(workers: WorkerSet, config: ApexConfig) -> LocalIterator[TrainResu
              .zip_with_source_actor()
              .for_each(RecordSampledSteps())
              .for_each(StoreToReplay(replay_actors, seed=config.seed))
-             .for_each(UpdateWorkerWeights(learner, workers,
+             .for_each(UpdateWorkerWeights(learn_step,
                                            max_weight_sync_delay=config.max_weight_sync_delay)))
     # Replay flow: batches from the shards, each with the actor it came from, to the learner.
     replay = (Replay(replay_actors, num_async=REPLAYS_IN_FLIGHT_PER_SHARD)
@@ -297,5 +301,5 @@ def apex_plan(workers: WorkerSet, config: ApexConfig) -> LocalIterator[TrainResu
         train = train.for_each(UpdatePriorities(workers, replay_actors))
     train = (train.for_each(LearnerOutputToResult())
              .for_each(UpdateTargetNetwork(workers, config.target_network_update_freq,
-                                           by="trained")))
+                                           by="trained", learn_step=learn_step)))
     return Concurrently([store, replay, train], mode="async", output_indexes=[2])

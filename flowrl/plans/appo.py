@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from flowrl.iter import LocalIterator
-from flowrl.ops import KL_COEFF_INFO, Concurrently, LearnerOutput
+from flowrl.ops import KL_COEFF_INFO, Concurrently, LearnerOutput, LockedLearnStep
 from flowrl.plans.impala import (
     BroadcastToSourceWorkers,
     IMPALAConfig,
-    LockedLearnStep,
     build_learner_flows,
     vtrace_targets_tf,
     vtrace_targets_torch,

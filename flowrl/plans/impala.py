@@ -29,7 +29,6 @@ weights_version, policy_lag_mean, policy_lag_max, learn_time_ms}`; the shared
 from __future__ import annotations
 
 import collections
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -46,6 +45,7 @@ from flowrl.ops import (
     Enqueue,
     LearnerOutput,
     LearnerThread,
+    LockedLearnStep,
     ParallelRollouts,
     StartLearnerThread,
     TrainResult,
@@ -290,57 +290,6 @@ IMPALA_POLICY = PolicySpec(name="impala", torch_loss=impala_loss_torch, tf_loss=
                            postprocess=None, coefficients=("entropy_coeff",),
                            config_class=IMPALAConfig)
 """IMPALA's policy: sampled actions, raw fragments (no GAE), the V-trace loss."""
-
-
-# ---- the learner side: one lock between the learner thread and the plan -----------------------
-
-
-class LockedLearnStep:
-    """The learner thread's `learn`: one update of the learner policy, under a lock.
-
-    The plan's operators that read or change the learner policy (weight reads for broadcasts,
-    target-network and KL updates) take the same `lock`, so they never see half an update.
-    `version` counts the updates done; `timestep` is the sampled-steps counter the plan last
-    passed in, which drives learning-rate schedules.
-
-    Examples:
-        >>> LockedLearnStep(workers)  # doctest: +SKIP
-        LockedLearnStep()
-    """
-
-    def __init__(self, workers: WorkerSet) -> None:
-        self.workers = workers
-        self.lock = threading.Lock()
-        self.version = 0
-        self.timestep = 0
-        self._applied_timestep = -1
-
-    @property
-    def policy(self) -> Any:
-        """The learner policy (the local worker's)."""
-        return self.workers.local_worker().policy
-
-    def __call__(self, batch: SampleBatch) -> dict[str, float]:
-        with self.lock:
-            policy = self.policy
-            if self.timestep != self._applied_timestep:
-                policy.on_global_var_update({"timestep": self.timestep})
-                self._applied_timestep = self.timestep
-            stats = policy.learn_on_batch(batch)
-            self.version += 1
-        return stats
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        del state["lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return "LockedLearnStep()"
 
 
 # ---- where samples came from, and which weights sampled them ----------------------------------

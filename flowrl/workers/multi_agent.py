@@ -29,7 +29,13 @@ import numpy as np
 from flowrl.envs import ProtocolCheckedParallelEnv, is_multi_agent_env
 from flowrl.iter import ParallelIteratorWorker
 from flowrl.policy import MultiAgentBatch, PolicySpec, SampleBatch, concat_samples
-from flowrl.workers.rollout_worker import BatchMode, RolloutWorker, _step_seed
+from flowrl.workers.rollout_worker import (
+    BatchMode,
+    RolloutWorker,
+    _non_finite_rows,
+    _single_row_batch,
+    _step_seed,
+)
 
 DEFAULT_POLICY_ID = "default_policy"
 """The policy every agent maps to when a config names no `policies` (as in `flowrl.ops`)."""
@@ -315,6 +321,7 @@ class MultiAgentRolloutWorker(RolloutWorker):
                 self._slots_per_env = len(env.possible_agents)
                 observations, _ = env.reset(seed=_step_seed(self.seed, self.worker_index,
                                                             env_index))
+                self._reject_non_finite_observations(observations, "reset()", env_index)
                 self._envs.append(env)
                 self._observations.append(observations)
                 self._episodes.append(self._new_episode())
@@ -437,6 +444,7 @@ class MultiAgentRolloutWorker(RolloutWorker):
         """Moves one env copy on: its next observations, or a reset when no agent is left."""
         episode = self._episodes[env_index]
         episode.length += 1
+        self._reject_non_finite_observations(result[0], "step()", env_index)
         if env.agents:
             self._observations[env_index] = result[0]
             return
@@ -446,7 +454,25 @@ class MultiAgentRolloutWorker(RolloutWorker):
         self._completed.append((float(sum(episode.agent_returns.values())), episode.length,
                                 dict(policy_returns)))
         self._observations[env_index], _ = env.reset()
+        self._reject_non_finite_observations(self._observations[env_index], "reset()", env_index)
         self._episodes[env_index] = self._new_episode()
+
+    def _reject_non_finite_observations(  # type: ignore[override]
+            self, observations: Mapping[Hashable, Any], returned_by: str,
+            env_index: int | None = None) -> None:
+        """Raises where a NaN or infinite observation enters, naming the agent, before any
+        policy sees it (integer observations, e.g. MultiAgentArena's, are always finite)."""
+        for agent, observation in observations.items():
+            if not _non_finite_rows(_single_row_batch(observation)):
+                continue
+            episode = self._episodes[env_index] if env_index < len(self._episodes) else None
+            step = episode.length if episode is not None and returned_by == "step()" else 0
+            raise ValueError(
+                f"The environment's {returned_by} returned a non-finite observation (NaN or "
+                f"inf) for agent {agent!r} at episode step {step} (env index {env_index} of "
+                f"rollout worker {self.worker_index}); observations must be finite numbers, or "
+                "the policy's outputs and the loss turn into NaN. Fix the env, or wrap it to "
+                "replace such values (e.g. with np.nan_to_num).")
 
     @staticmethod
     def _env_actions(policy: Any, actions: np.ndarray) -> np.ndarray:

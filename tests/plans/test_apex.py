@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
 import flowrl
 from flowrl.config import from_dict
 from flowrl.iter import LocalIterator
-from flowrl.ops import NUM_WEIGHT_BROADCASTS_COUNTER
+from flowrl.ops import (
+    NUM_WEIGHT_BROADCASTS_COUNTER,
+    STEPS_TRAINED_COUNTER,
+    LockedLearnStep,
+    UpdateTargetNetwork,
+)
 from flowrl.plans.apex import ApexConfig, UpdateWorkerWeights, apex_epsilon
 from flowrl.policy import SampleBatch
 
@@ -34,17 +41,25 @@ def test_config_rejects_settings_that_do_not_apply():
         from_dict(ApexConfig, {"num_replay_buffer_shards": 0})
 
 
-class _Learner:
-    weights_version = 0
-
-
 class _Policy:
-    def __init__(self):
+    def __init__(self, lock_of=None):
         self.reads = 0
+        self.target_updates = 0
+        self.lock_of = lock_of  # the LockedLearnStep whose lock must be held
+        self.unlocked_calls = 0
+
+    def _check_lock(self):
+        if self.lock_of is not None and not self.lock_of.lock.locked():
+            self.unlocked_calls += 1
 
     def get_weights(self):
+        self._check_lock()
         self.reads += 1
         return {"w": np.zeros(1)}
+
+    def update_target(self, tau=1.0):
+        self._check_lock()
+        self.target_updates += 1
 
 
 class _Workers:
@@ -60,8 +75,10 @@ class _Workers:
 
 
 def test_weights_go_to_a_worker_after_max_weight_sync_delay_steps(local_executor):
-    learner, workers = _Learner(), _Workers()
-    op = UpdateWorkerWeights(learner, workers, max_weight_sync_delay=25)
+    workers = _Workers()
+    learn_step = LockedLearnStep(workers)
+    workers.policy.lock_of = learn_step
+    op = UpdateWorkerWeights(learn_step, max_weight_sync_delay=25)
     items = [("a", SampleBatch(x=np.zeros(10))), ("b", SampleBatch(x=np.zeros(30)))] * 3
     plan = LocalIterator(lambda: items, name="samples").for_each(op)
     plan.take(6)
@@ -70,6 +87,36 @@ def test_weights_go_to_a_worker_after_max_weight_sync_delay_steps(local_executor
     # One learner version: the weights were read (and put) once for all four sends.
     assert workers.policy.reads == 1
     assert plan.shared_metrics.get().counters[NUM_WEIGHT_BROADCASTS_COUNTER] == 4
+    # ... and read under the learner's lock, never in the middle of an update.
+    assert workers.policy.unlocked_calls == 0
+
+
+def test_weight_reads_and_target_updates_wait_for_the_learners_update(local_executor):
+    workers = _Workers()
+    learn_step = LockedLearnStep(workers)
+    workers.policy.lock_of = learn_step
+    update_target = UpdateTargetNetwork(workers, 1, by="trained", learn_step=learn_step)
+    update_weights = UpdateWorkerWeights(learn_step, max_weight_sync_delay=1)
+    learn_step.version = 1
+    finished = []
+
+    def read_and_update():
+        plan = (LocalIterator(lambda: [("a", SampleBatch(x=np.zeros(2)))], name="samples")
+                .for_each(update_weights))
+        plan.shared_metrics.get().counters[STEPS_TRAINED_COUNTER] = 5
+        plan = plan.for_each(update_target)
+        plan.take(1)
+        finished.append(True)
+
+    with learn_step.lock:  # the learner thread is in the middle of an update
+        thread = threading.Thread(target=read_and_update)
+        thread.start()
+        thread.join(0.3)
+        assert not finished  # both wait for the update to finish
+    thread.join(5)
+    assert finished
+    assert workers.policy.reads == 1 and workers.policy.target_updates == 1
+    assert workers.policy.unlocked_calls == 0
 
 
 def test_apex_needs_remote_workers(tiny_config, local_executor):

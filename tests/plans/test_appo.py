@@ -11,7 +11,7 @@ from flowrl.config import from_dict
 from flowrl.iter.metrics import MetricsContext
 from flowrl.ops import LearnerOutput
 from flowrl.plans.appo import APPO_POLICY, APPOConfig, UpdateTargetAndKL
-from flowrl.plans.impala import LockedLearnStep
+from flowrl.ops import LockedLearnStep
 from flowrl.policy import SampleBatch
 
 FRAMEWORKS = ["torch", pytest.param("tf", marks=pytest.mark.tf)]

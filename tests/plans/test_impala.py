@@ -13,14 +13,13 @@ import flowrl
 from flowrl.config import from_dict
 from flowrl.iter import executor as flow_executor
 from flowrl.iter.metrics import MetricsContext
-from flowrl.ops import LearnerOutput
+from flowrl.ops import LearnerOutput, LockedLearnStep
 from flowrl.plans.impala import (
     IMPALA_POLICY,
     BroadcastToSourceWorkers,
     ConcatFragments,
     FragmentSource,
     IMPALAConfig,
-    LockedLearnStep,
     MixInReplay,
     TrainBatchSource,
     WorkerWeightVersions,

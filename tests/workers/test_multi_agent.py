@@ -71,6 +71,24 @@ class RewardlessEnv(StaggeredEnv):
         return result
 
 
+class InfiniteObservationEnv(StaggeredEnv):
+    """Agent "long" observes inf at step 3 (or at reset, with `config["at_reset"]`), inside its
+    unbounded Box (a NaN would already fail the space check of the protocol)."""
+
+    def __init__(self, config: dict | None = None) -> None:
+        super().__init__(config)
+        self.at_reset = bool((config or {}).get("at_reset"))
+
+    def observation_space(self, agent):
+        return gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
+
+    def _obs(self, agent):
+        obs = super()._obs(agent)
+        if agent == "long" and (self._t == 3 or (self.at_reset and self._t == 0)):
+            obs[0] = np.inf
+        return obs
+
+
 def make_worker(env_creator=MultiAgentArena, policies=None, mapping=None, *, num_envs=2,
                 fragment=10, batch_mode="truncate_episodes", env_config=None):
     """A remote-style worker (index 1) over `policies` (default: one shared PPO policy)."""
@@ -263,3 +281,14 @@ def test_evaluate_runs_whole_episodes_without_exploration():
                          env_config={"timestep_limit": 7})
     episodes = worker.evaluate(3, seed=1)
     assert [length for _, length in episodes] == [7, 7, 7]
+
+
+@pytest.mark.parametrize(("at_reset", "where"), [(False, r"step\(\).*agent 'long' at episode "
+                                                 r"step 3"),
+                                                (True, r"reset\(\).*agent 'long'")])
+def test_a_non_finite_observation_is_an_error_naming_the_agent(at_reset, where):
+    policies = {"s": (PPO_POLICY, ppo_config()), "l": (PPO_POLICY, ppo_config())}
+    worker = make_worker(InfiniteObservationEnv, policies, {"short": "s", "long": "l"}, num_envs=1,
+                         fragment=8, env_config={"at_reset": at_reset})
+    with pytest.raises(ValueError, match=where + r".*env index 0 of rollout worker 1"):
+        worker.sample()
