@@ -22,6 +22,7 @@ import difflib
 import functools
 import inspect
 import json
+import math
 import textwrap
 import types
 import typing
@@ -253,6 +254,8 @@ class AlgorithmConfig(_FrozenConfig):
     """Torch intra-op threads in each rollout worker; 1 is best when workers share cores."""
     learner_num_threads: int | None = None
     """Intra-op threads of the learner in the driver; None = the framework's default."""
+    num_gpus: float = 0.0
+    """GPUs for the learner's policy (CUDA / "/GPU:0"); 0 = CPU, 0.5 = share one. Workers: CPU."""
     policies: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Multi-agent: policy id -> {"algo": name, "config": {overrides}}; {} = one shared policy."""
     policy_mapping: Any = None
@@ -291,6 +294,14 @@ class AlgorithmConfig(_FrozenConfig):
         self._check_at_least("metrics_num_episodes_for_smoothing", 1)
         self._check_at_least("num_threads_per_worker", 1)
         self._check_at_least("learner_num_threads", 1, "Use None for the framework default.")
+        self._check_at_least(
+            "num_gpus", 0, "Use 0 for a CPU learner, 1 for a GPU learner, or a fraction like "
+            "0.5 to share one GPU.")
+        if self.num_gpus > 1:
+            self._warn(
+                f"num_gpus={self.num_gpus:g}: the learner trains on one GPU (the first visible "
+                f"one), so num_gpus above 1 only checks that {math.ceil(self.num_gpus)} GPUs "
+                f"exist and leaves the others unused. Use num_gpus=1.")
         self._warn_if_batch_smaller_than_sample_round()
         self._validate_multi_agent()
 
@@ -721,7 +732,7 @@ def config_table_markdown(config_class: type, base: type | None = None) -> str:
         default = _field_default(config_class, field.name)
         if field.name in base_names and _field_default(base, field.name) == default:
             continue
-        description = docs[field.name].replace("|", "\\|")
+        description = " ".join(docs[field.name].split()).replace("|", "\\|")  # one line
         rows.append(f"| `{field.name}` | `{default!r}` | {description} |")
     return "\n".join(rows)
 

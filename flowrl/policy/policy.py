@@ -147,16 +147,17 @@ class Policy(ABC):
                                           "deterministic_actor_critic"))
 
     def _build_models(self, rng: np.random.Generator, model_classes: Mapping[str, type],
-                      distributions: Mapping[str, Any]) -> None:
-        """Builds `model` (and `target_model`, `dist_class`) with the framework's classes."""
+                      distributions: Mapping[str, Any], **model_options: Any) -> None:
+        """Builds `model` (and `target_model`, `dist_class`) with the framework's classes
+        (`model_options`, e.g. Torch's `device`, go to each model's constructor)."""
         self.dist_name, self.dist_class = None, None
         if self.model_spec.kind == "actor_critic":
             self.dist_name, self.dist_class = action_distribution(
                 self.action_space, self.config.model.free_log_std, distributions)
         model_class = model_classes[self.model_spec.kind]
         initial_weights = self.model_spec.initial_weights(rng)
-        self.model = model_class(self.model_spec, initial_weights)
-        self.target_model = (model_class(self.model_spec, initial_weights)
+        self.model = model_class(self.model_spec, initial_weights, **model_options)
+        self.target_model = (model_class(self.model_spec, initial_weights, **model_options)
                              if self.spec.target_network else None)
         self._weight_shapes = self.model_spec.weight_shapes()
 
@@ -388,6 +389,45 @@ def raise_if_not_finite(stats: Mapping[str, float], grad_norm: float) -> None:
             f"non-finite loss or gradient in {bad} ({shown}); the update was not applied. "
             "Lower lr, set grad_clip, or check rewards and observations for NaN/inf"
         )
+
+
+def learner_gpus(config: Any, worker_index: int, count_gpus: Callable[[], int],
+                 how: str) -> float:
+    """The GPUs a policy trains on: `config.num_gpus` for the learner's policy (worker 0), 0
+    on rollout workers (they always act on the CPU).
+
+    Args:
+        config: the algorithm config (`num_gpus`; a config without the field asks for none).
+        worker_index: 0 for the learner's policy, 1..n on rollout workers.
+        count_gpus: returns the GPUs the framework sees in this process (only called when
+            the policy asks for some).
+        how: how they are counted, for the error, e.g. "torch.cuda.device_count()".
+
+    Raises:
+        ValueError: the learner asks for more GPUs than there are (a fraction needs one),
+            naming both numbers.
+
+    Examples:
+        >>> class Config: num_gpus = 0.5
+        >>> learner_gpus(Config(), 0, lambda: 1, "n"), learner_gpus(Config(), 2, lambda: 0, "n")
+        (0.5, 0.0)
+    """
+    requested = float(getattr(config, "num_gpus", 0.0) or 0.0)
+    if worker_index != 0 or requested <= 0:
+        return 0.0
+    needed = math.ceil(requested)
+    available = count_gpus()
+    if needed > available:
+        share = f" (a {requested:g} share of one)" if requested < 1 else ""
+        raise ValueError(
+            f"num_gpus={requested:g} asks for {needed} GPU{'s' if needed != 1 else ''}{share} "
+            f"for the learner, but this machine has {available} visible GPU"
+            f"{'s' if available != 1 else ''} ({how} == {available}); set num_gpus=0 to "
+            f"train the learner on the CPU"
+            + (f", or at most num_gpus={available}" if available else
+               " (or install a CUDA build of the framework and check CUDA_VISIBLE_DEVICES)")
+            + ".")
+    return requested
 
 
 def seed_streams(seed: int | None) -> tuple[np.random.Generator, int, int]:

@@ -4,12 +4,19 @@ The model is a `tf.Module` of `tf.Variable`s, the optimizer is Adam written on v
 same maths as `torch.optim.Adam`, and the hot paths (acting, values, the train step, gradients)
 are `tf.function`s with an `input_signature` whose batch dimension is None, so minibatches of any
 size reuse one graph. Loss coefficients are `tf.Variable`s: changing one never retraces.
+
+The learner's policy (worker_index 0) of a config with `num_gpus > 0` creates its variables and
+runs its functions under `tf.device("/GPU:0")`; every other policy is pinned to "/CPU:0" when
+the process sees a GPU (TensorFlow would otherwise place rollout workers' ops on it) and runs
+exactly as before when it sees none.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -21,6 +28,7 @@ from flowrl.policy.policy import (
     _check_sgd_args,
     _check_tau,
     average_stats,
+    learner_gpus,
     raise_if_not_finite,
     seed_streams,
 )
@@ -29,13 +37,39 @@ from flowrl.policy.tf_distributions import DISTRIBUTIONS
 from flowrl.policy.tf_models import MODEL_CLASSES
 
 ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-8
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+@functools.cache
+def _visible_gpus() -> int:
+    """GPUs TensorFlow sees in this process (counted once)."""
+    return len(tf.config.list_physical_devices("GPU"))
+
+
+def _placed(method: _Method) -> _Method:
+    """Runs a policy method under the policy's device scope (none when no GPU is visible)."""
+
+    @functools.wraps(method)
+    def placed(self: TFPolicy, *args: Any, **kwargs: Any) -> Any:
+        if self.device is None:
+            return method(self, *args, **kwargs)
+        with tf.device(self.device):
+            return method(self, *args, **kwargs)
+
+    return placed  # type: ignore[return-value]
 
 
 class TFPolicy(Policy, Saveable):
     """A `Policy` whose model, loss and Adam optimizer are TensorFlow; behaviour from its spec.
 
     The loss (`spec.tf_loss(policy, batch)`) is traced once per batch-column signature. Model
-    kinds and attributes as in `TorchPolicy` (`model`, `target_model`, `dist_class`).
+    kinds and attributes as in `TorchPolicy` (`model`, `target_model`, `dist_class`); `device`
+    is "/GPU:0" for the learner's policy with `num_gpus > 0`, "/CPU:0" for the others when a
+    GPU is visible, and None (TensorFlow's default placement, the CPU) when none is.
+
+    Raises:
+        ValueError: `config.num_gpus > 0` for the learner's policy on a machine where
+            `tf.config.list_physical_devices("GPU")` lists fewer GPUs (naming both numbers).
     """
 
     framework: ClassVar[str] = "tf"
@@ -43,6 +77,14 @@ class TFPolicy(Policy, Saveable):
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, config: Any,
                  **options: Any) -> None:
         super().__init__(observation_space, action_space, config, **options)
+        gpus = learner_gpus(self.config, self.worker_index, _visible_gpus,
+                            'len(tf.config.list_physical_devices("GPU"))')
+        self.device: str | None = "/GPU:0" if gpus else "/CPU:0" if _visible_gpus() else None
+        with tf.device(self.device) if self.device else contextlib.nullcontext():
+            self._build()
+
+    def _build(self) -> None:
+        """Variables, the optimizer's slots and the compiled functions (under `device`)."""
         rng, sampling_seed, shuffle_seed = seed_streams(self.seed)
         self.generator = tf.random.Generator.from_seed(sampling_seed)
         self._shuffle_rng = np.random.default_rng(shuffle_seed)
@@ -89,6 +131,7 @@ class TFPolicy(Policy, Saveable):
         )
         return actions, dist.logp(actions), dist_inputs, values
 
+    @_placed
     def sample_actions(self, obs_rows: np.ndarray,
                        explore: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         if self.dist_class is None:
@@ -102,21 +145,25 @@ class TFPolicy(Policy, Saveable):
         }
         return actions.numpy(), extras
 
+    @_placed
     def compute_q_values(self, obs_rows: np.ndarray) -> np.ndarray:
         if self.model_spec.kind != "q":
             return super().compute_q_values(obs_rows)
         return self._forward_fn(self._model_input(obs_rows)).numpy()
 
+    @_placed
     def compute_deterministic_actions(self, obs_rows: np.ndarray) -> np.ndarray:
         if self.model_spec.kind != "deterministic_actor_critic":
             return super().compute_deterministic_actions(obs_rows)
         return self._forward_fn(self._model_input(obs_rows)).numpy()
 
+    @_placed
     def compute_values(self, obs_rows: np.ndarray) -> np.ndarray:
         if self.model_spec.kind != "actor_critic":
             return super().compute_values(obs_rows)
         return self._forward_fn(self._model_input(obs_rows)).numpy()
 
+    @_placed
     def run_on_batch(self, fn: Callable[..., Mapping[str, Any]],
                      batch: SampleBatch) -> dict[str, np.ndarray]:
         outputs = fn(self, self._batch_to_tensors(batch))
@@ -181,11 +228,13 @@ class TFPolicy(Policy, Saveable):
         stats["cur_lr"] = self.lr
         return stats
 
+    @_placed
     def learn_on_batch(self, batch: SampleBatch) -> dict[str, float]:
         tensors = self._batch_to_tensors(batch)
         train = self._compiled(self._train_fns, self._train_body, tensors, True)
         return self._stats(train(tensors, tf.range(len(batch), dtype=tf.int32)).numpy())
 
+    @_placed
     def learn_on_minibatches(
         self,
         batch: SampleBatch,
@@ -214,6 +263,7 @@ class TFPolicy(Policy, Saveable):
                     self._stats(vector.numpy())
         return average_stats([self._stats(v.numpy()) for v in vectors])
 
+    @_placed
     def compute_gradients(self, batch: SampleBatch) -> tuple[list[np.ndarray], dict[str, float]]:
         tensors = self._batch_to_tensors(batch)
         grads_fn = self._compiled(
@@ -223,6 +273,7 @@ class TFPolicy(Policy, Saveable):
         stats = self._stats(vector.numpy())
         return [g.numpy() for g in grads], stats
 
+    @_placed
     def apply_gradients(self, gradients: list[np.ndarray]) -> None:
         names = self.model.names
         if len(gradients) != len(names):
@@ -259,6 +310,7 @@ class TFPolicy(Policy, Saveable):
     def get_target_weights(self) -> dict[str, np.ndarray]:
         return self._target("read target weights").get_weights()
 
+    @_placed
     def update_target(self, tau: float = 1.0) -> None:
         target = self._target("update the target network")
         _check_tau(tau)

@@ -94,7 +94,8 @@ class TorchDiagGaussian(TorchDistribution):
         self.std = self.log_std.exp()
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        noise = torch.randn(self.mean.shape, generator=generator, dtype=self.mean.dtype)
+        noise = torch.randn(self.mean.shape, generator=generator, dtype=self.mean.dtype,
+                            device=self.mean.device)
         return self.mean + self.std * noise
 
     def deterministic_sample(self) -> torch.Tensor:
@@ -124,13 +125,16 @@ class TorchDeterministic(TorchDistribution):
         return self.inputs
 
     def logp(self, actions: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(self.inputs.shape[:-1], dtype=self.inputs.dtype)
+        return torch.zeros(self.inputs.shape[:-1], dtype=self.inputs.dtype,
+                           device=self.inputs.device)
 
     def entropy(self) -> torch.Tensor:
-        return torch.zeros(self.inputs.shape[:-1], dtype=self.inputs.dtype)
+        return torch.zeros(self.inputs.shape[:-1], dtype=self.inputs.dtype,
+                           device=self.inputs.device)
 
     def kl(self, other: TorchDeterministic) -> torch.Tensor:
-        return torch.zeros(self.inputs.shape[:-1], dtype=self.inputs.dtype)
+        return torch.zeros(self.inputs.shape[:-1], dtype=self.inputs.dtype,
+                           device=self.inputs.device)
 
 
 DISTRIBUTIONS = {

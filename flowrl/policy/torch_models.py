@@ -34,13 +34,17 @@ class TorchParameters:
     Args:
         spec: the architecture (any spec with `weight_shapes()`).
         weights: initial neutral weights (numpy), e.g. `spec.initial_weights(rng)`.
+        device: where the parameters live (None: the CPU). Weights and gradients in and out
+            are numpy on the CPU whatever the device.
     """
 
-    def __init__(self, spec: Any, weights: dict[str, np.ndarray]) -> None:
+    def __init__(self, spec: Any, weights: dict[str, np.ndarray],
+                 device: torch.device | str | None = None) -> None:
         self.spec = spec
         self.names = list(spec.weight_shapes())
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.params: dict[str, torch.Tensor] = {
-            name: torch.zeros(_torch_shape(name, shape)).requires_grad_(True)
+            name: torch.zeros(_torch_shape(name, shape), device=self.device).requires_grad_(True)
             for name, shape in spec.weight_shapes().items()
         }
         self.set_weights(weights)
@@ -94,15 +98,18 @@ class TorchParameters:
         return _to_neutral(name, tensor)
 
     def from_neutral(self, name: str, array: np.ndarray) -> torch.Tensor:
-        """Converts a neutral array for parameter `name` into a Torch-layout tensor."""
-        return torch.from_numpy(_from_neutral(name, array).copy())
+        """Converts a neutral array for parameter `name` into a Torch-layout tensor on the
+        model's device."""
+        tensor = torch.from_numpy(_from_neutral(name, array).copy())
+        return tensor if self.device.type == "cpu" else tensor.to(self.device)
 
 
 class TorchModel(TorchParameters):
     """Actor-critic: `model(obs) -> (dist_inputs, values)` for float or uint8 observation rows."""
 
-    def __init__(self, spec: ModelSpec, weights: dict[str, np.ndarray]) -> None:
-        super().__init__(spec, weights)
+    def __init__(self, spec: ModelSpec, weights: dict[str, np.ndarray],
+                 device: torch.device | str | None = None) -> None:
+        super().__init__(spec, weights, device)
         self._act = _ACTIVATIONS[spec.activation]
         self._trunk_act = _ACTIVATIONS[spec.trunk_activation]
         self._pi = [(self.params[f"{n}/kernel"], self.params[f"{n}/bias"]) for n in spec.pi_dense]
@@ -127,7 +134,7 @@ class TorchModel(TorchParameters):
         if self._log_std is not None:
             dist_inputs = torch.cat([dist_inputs, self._log_std.expand_as(dist_inputs)], dim=-1)
         if self._vf_out is None:
-            return dist_inputs, torch.zeros(x.shape[0])
+            return dist_inputs, torch.zeros(x.shape[0], device=x.device)
         value = x
         for kernel, bias in self._vf:
             value = self._act(torch.addmm(bias, value, kernel))
@@ -186,7 +193,7 @@ def _torch_shape(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _to_neutral(name: str, tensor: torch.Tensor) -> np.ndarray:
-    array = tensor.detach().numpy()
+    array = tensor.detach().cpu().numpy()  # .cpu() is the tensor itself on the CPU
     if _is_conv_kernel(name):
         array = array.transpose(2, 3, 1, 0)
     return np.array(array, dtype=np.float32, copy=True)

@@ -1,7 +1,11 @@
-"""`TorchPolicy`: the `Policy` interface on PyTorch (CPU).
+"""`TorchPolicy`: the `Policy` interface on PyTorch (CPU, or CUDA for a learner with `num_gpus`).
 
 An algorithm does not subclass this: its `PolicySpec` supplies the loss, model kind and action
 selection, and `spec.build(...)` constructs a `TorchPolicy` when `config.framework == "torch"`.
+The learner's policy (worker_index 0) of a config with `num_gpus > 0` keeps its model, target
+model and optimizer on CUDA; batches go to the GPU once per learn call and everything it hands
+out (actions, stats, weights, gradients) is numpy on the CPU, so rollout workers (always on
+the CPU) load its weights as they are.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from flowrl.policy.policy import (
     _check_sgd_args,
     _check_tau,
     average_stats,
+    learner_gpus,
     raise_if_not_finite,
     seed_streams,
 )
@@ -36,7 +41,13 @@ class TorchPolicy(Policy, Saveable):
             `TorchDeterministicActorCritic`: `model.actor(obs)`, `model.critics(obs, actions)`).
         target_model: a second model of the same kind when the spec has a target network.
         dist_class: actor-critic models: maps `dist_inputs` to a `TorchDistribution`.
-        generator: the per-policy `torch.Generator` used for sampling and shuffling.
+        generator: the per-policy `torch.Generator` used for sampling (on `device`).
+        device: where the models live: `cuda` for the learner's policy with `num_gpus > 0`,
+            else the CPU.
+
+    Raises:
+        ValueError: `config.num_gpus > 0` for the learner's policy on a machine where
+            `torch.cuda.device_count()` is smaller (naming both numbers).
     """
 
     framework: ClassVar[str] = "torch"
@@ -46,12 +57,16 @@ class TorchPolicy(Policy, Saveable):
         super().__init__(observation_space, action_space, config, **options)
         if self.num_threads:
             torch.set_num_threads(int(self.num_threads))
+        gpus = learner_gpus(self.config, self.worker_index, torch.cuda.device_count,
+                            "torch.cuda.device_count()")
+        self.device = torch.device("cuda") if gpus else torch.device("cpu")
+        self._on_gpu = self.device.type != "cpu"
         rng, sampling_seed, shuffle_seed = seed_streams(self.seed)
-        self.generator = torch.Generator()
+        self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(sampling_seed)
         self._shuffle_generator = torch.Generator()
         self._shuffle_generator.manual_seed(shuffle_seed)
-        self._build_models(rng, MODEL_CLASSES, DISTRIBUTIONS)
+        self._build_models(rng, MODEL_CLASSES, DISTRIBUTIONS, device=self.device)
         self._optimizer: torch.optim.Adam | None = None
 
     # ---- acting -------------------------------------------------------------------------------
@@ -61,41 +76,41 @@ class TorchPolicy(Policy, Saveable):
         if self.dist_class is None:
             return super().sample_actions(obs_rows, explore)
         with torch.inference_mode():
-            dist_inputs, values = self.model(_tensor(obs_rows))
+            dist_inputs, values = self.model(self._tensor(obs_rows))
             dist = self.dist_class(dist_inputs)
             actions = dist.sample(self.generator) if explore else dist.deterministic_sample()
             logp = dist.logp(actions)
-        extras = {
-            "action_logp": logp.numpy(),
-            "action_dist_inputs": dist_inputs.numpy(),
-            "vf_preds": values.numpy(),
+        extras = {  # .cpu() returns the tensor itself on the CPU: no copy there
+            "action_logp": logp.cpu().numpy(),
+            "action_dist_inputs": dist_inputs.cpu().numpy(),
+            "vf_preds": values.cpu().numpy(),
         }
-        return actions.numpy(), extras
+        return actions.cpu().numpy(), extras
 
     def compute_q_values(self, obs_rows: np.ndarray) -> np.ndarray:
         if self.model_spec.kind != "q":
             return super().compute_q_values(obs_rows)
         with torch.inference_mode():
-            return self.model(_tensor(self._model_input(obs_rows))).numpy()
+            return self.model(self._tensor(self._model_input(obs_rows))).cpu().numpy()
 
     def compute_deterministic_actions(self, obs_rows: np.ndarray) -> np.ndarray:
         if self.model_spec.kind != "deterministic_actor_critic":
             return super().compute_deterministic_actions(obs_rows)
         with torch.inference_mode():
-            return self.model.actor(_tensor(self._model_input(obs_rows))).numpy()
+            return self.model.actor(self._tensor(self._model_input(obs_rows))).cpu().numpy()
 
     def compute_values(self, obs_rows: np.ndarray) -> np.ndarray:
         if self.model_spec.kind != "actor_critic":
             return super().compute_values(obs_rows)
         with torch.inference_mode():
-            _, values = self.model(_tensor(self._model_input(obs_rows)))
-        return values.numpy()
+            _, values = self.model(self._tensor(self._model_input(obs_rows)))
+        return values.cpu().numpy()
 
     def run_on_batch(self, fn: Callable[..., Mapping[str, Any]],
                      batch: SampleBatch) -> dict[str, np.ndarray]:
         with torch.no_grad():
             outputs = fn(self, self._batch_to_tensors(batch))
-        return {name: value.detach().numpy() if isinstance(value, torch.Tensor)
+        return {name: value.detach().cpu().numpy() if isinstance(value, torch.Tensor)
                 else np.asarray(value) for name, value in outputs.items()}
 
     # ---- learning -----------------------------------------------------------------------------
@@ -127,6 +142,8 @@ class TorchPolicy(Policy, Saveable):
                 epoch_stats = [self._train_step(tensors)]
                 continue
             order = torch.randperm(count, generator=generator)
+            if self._on_gpu:
+                order = order.to(self.device)
             epoch_stats = []
             for start in range(0, count, size):
                 index = order[start : start + size]
@@ -181,7 +198,13 @@ class TorchPolicy(Policy, Saveable):
         return values
 
     def _batch_to_tensors(self, batch: SampleBatch) -> dict[str, torch.Tensor]:
-        return {name: _tensor(array) for name, array in self._training_arrays(batch).items()}
+        return {name: self._tensor(array)
+                for name, array in self._training_arrays(batch).items()}
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        """`array` as a tensor on the policy's device (sharing memory on the CPU)."""
+        tensor = _tensor(array)
+        return tensor.to(self.device, non_blocking=True) if self._on_gpu else tensor
 
     # ---- weights and state --------------------------------------------------------------------
 
@@ -246,7 +269,7 @@ class TorchPolicy(Policy, Saveable):
         if optimizer["step"]:
             for name, param in zip(self.model.names, self.model.parameters()):
                 self.optimizer.state[param] = {
-                    "step": torch.tensor(float(optimizer["step"])),
+                    "step": torch.tensor(float(optimizer["step"]), device=param.device),
                     "exp_avg": self.model.from_neutral(name, optimizer["exp_avg"][name]),
                     "exp_avg_sq": self.model.from_neutral(name, optimizer["exp_avg_sq"][name]),
                 }
