@@ -9,6 +9,7 @@ Examples:
 
 from flowrl.iter import executor
 from flowrl.iter.errors import ActorDiedError, FlowError
+from flowrl.iter.graph import GraphLink
 from flowrl.iter.local_iterator import LocalIterator, merge_iterators
 from flowrl.iter.metrics import MetricsContext, SharedMetrics, TimerStat
 from flowrl.iter.parallel_iterator import (
@@ -25,6 +26,7 @@ from flowrl.iter.worker import ParallelIteratorWorker
 __all__ = [
     "ActorDiedError",
     "FlowError",
+    "GraphLink",
     "LocalIterator",
     "MetricsContext",
     "NonBlockingStep",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-from flowrl.iter.graph import Node, callable_label, to_networkx
+from flowrl.iter.graph import GraphLink, Node, callable_label, to_networkx
 from flowrl.iter.local_iterator import LocalIterator, _check_positive, collect_stats
 from flowrl.iter.metrics import SharedMetrics
 from flowrl.iter.shards import (
@@ -352,7 +352,8 @@ class ParallelIterator(Generic[T]):
 # -- sources ------------------------------------------------------------------------------------
 
 
-def _source(op: str, label: str, sources: list[Any], params: dict[str, Any]) -> ParallelIterator:
+def _source(op: str, label: str, sources: list[Any], params: dict[str, Any],
+            links: tuple[GraphLink, ...] = ()) -> ParallelIterator:
     node = Node(
         op=op,
         label=label,
@@ -361,6 +362,7 @@ def _source(op: str, label: str, sources: list[Any], params: dict[str, Any]) -> 
         where="shard",
         shards=len(sources),
         params=params,
+        links=links,
     )
     return ParallelIterator(node, tuple(ShardSpec(source, node) for source in sources))
 
@@ -419,7 +421,8 @@ def from_iterators(
 
 
 def from_actors(
-    actors: list[Any], name: str | None = None, on_actor_failure: OnActorFailure | None = None
+    actors: list[Any], name: str | None = None, on_actor_failure: OnActorFailure | None = None,
+    *, graph_links: list[GraphLink] | tuple[GraphLink, ...] = (),
 ) -> ParallelIterator[Any]:
     """One shard per existing ``ParallelIteratorWorker`` actor (or plain object in local mode).
 
@@ -430,6 +433,9 @@ def from_actors(
             actor dies during a gather: a new handle continues the shard (its operators are
             rebuilt on it; counter ``num_actor_restarts``), None drops it. Without it a dead
             actor raises FlowError naming the shard.
+        graph_links: Side links of the source in the plan graph (drawing only), e.g.
+            ``GraphLink(workers, "RolloutWorkers", "rollout workers", "is")``: the source
+            stands for these actors, so links other operators declare to them end here.
 
     Examples:
         >>> from flowrl.iter import ParallelIteratorWorker
@@ -438,4 +444,5 @@ def from_actors(
         [1, 2]
     """
     sources = [ActorShard(actor, on_actor_failure) for actor in actors]
-    return _source("from_actors", name or f"from_actors[shards={len(sources)}]", sources, {})
+    return _source("from_actors", name or f"from_actors[shards={len(sources)}]", sources, {},
+                   tuple(graph_links))

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flowrl.iter import LocalIterator, NonBlockingStep, PollingSource, merge_iterators
+from flowrl.iter import GraphLink, LocalIterator, NonBlockingStep, PollingSource, merge_iterators
 
 DEFAULT_QUEUE_TIMEOUT_S = 300.0
 
@@ -136,6 +136,14 @@ def _fill(target: queue.Queue) -> dict[str, int]:
     return {"queue_size": target.qsize(), "queue_maxsize": target.maxsize}
 
 
+def _queue_links(target: queue.Queue, direction: str) -> list[GraphLink]:
+    """The side link to the thread at the other end of ``target``, if the queue names one
+    (``target.graph_link(direction)``, as a learner thread's queues do)."""
+    describe = getattr(target, "graph_link", None)
+    link = describe(direction) if callable(describe) else None
+    return [link] if link is not None else []
+
+
 def _check_queue_args(operator: str, target: Any, timeout_s: float | None) -> None:
     if not isinstance(target, queue.Queue):
         raise TypeError(f"{operator} needs a queue.Queue, got {target!r}")
@@ -231,6 +239,10 @@ class Enqueue(NonBlockingStep):
     def extra_stats(self) -> dict[str, Any]:
         return _fill(self.queue)
 
+    def graph_links(self) -> list[GraphLink]:
+        """The thread this queue feeds (a learner thread), for the plan graph."""
+        return _queue_links(self.queue, "to")
+
     def __repr__(self) -> str:
         return f"Enqueue({_describe(self.queue)})"
 
@@ -275,6 +287,10 @@ class _DequeueSource(PollingSource):
 
     def extra_stats(self) -> dict[str, Any]:
         return _fill(self.queue)
+
+    def graph_links(self) -> list[GraphLink]:
+        """The thread that fills this queue (a learner thread), for the plan graph."""
+        return _queue_links(self.queue, "from")
 
 
 def Dequeue(  # noqa: N802 - a source, named like the operators users know (STYLE G3)

@@ -138,23 +138,47 @@ def layout(graph: Any) -> dict[str, Any]:
     layer it crosses, so it never runs through a box. Within a layer, nodes are ordered by
     the barycentre of their neighbours and pulled towards them without overlapping.
 
+    Side links (edges with ``side=True``: a learner thread between a queue's two ends,
+    weights sent back to the rollout workers) are laid out like the dataflow, except those
+    that point back against it (``flowrl.iter.graph.back_edges``): they are routed upwards,
+    leaving the top of their source and entering the bottom of their target.
+
     Returns ``{"direction", "width", "height", "nodes": {id: box}, "edges": [...]}`` where a
     box has its centre ``x``, ``y``, size ``w``, ``h``, the wrapped label ``lines``, a ``meta``
-    line and a ``stats`` line (None before the plan has run), and an edge its ``points``.
+    line and a ``stats`` line (None before the plan has run), and an edge its ``points``
+    (from its source to its target); a side edge also has ``side``, its ``label``, where to
+    write it (``label_at``) and ``back`` (drawn upwards).
     """
     import networkx as nx
 
-    if not nx.is_directed_acyclic_graph(graph):
+    from flowrl.iter.graph import back_edges, dataflow_edges
+
+    flow = nx.DiGraph()
+    flow.add_nodes_from(graph.nodes)
+    flow.add_edges_from(dataflow_edges(graph))
+    if not nx.is_directed_acyclic_graph(flow):
         raise ValueError("a plan graph must be a directed acyclic graph")
+    back = back_edges(graph)
+    # every edge as it is laid out, top to bottom: (upper, lower, (source, target))
+    oriented = [(v, u, (u, v)) if (u, v) in back else (u, v, (u, v))
+                for u, v in graph.edges if u != v]
+    ranking = nx.DiGraph()
+    ranking.add_nodes_from(graph.nodes)
+    ranking.add_edges_from((upper, lower) for upper, lower, _ in oriented)
     order = {node: index for index, node in enumerate(graph.nodes)}
-    rank = _ranks(graph)
+    rank = _ranks(ranking)
+    above: dict[Any, list[Any]] = {node: [] for node in graph.nodes}
+    below: dict[Any, list[Any]] = {node: [] for node in graph.nodes}
+    for upper, lower, _ in oriented:
+        below[upper].append(lower)
+        above[lower].append(upper)
     with_stats = _has_stats(graph)
     boxes: dict[Any, dict[str, Any]] = {}
     for node, attrs in graph.nodes(data=True):
         boxes[node] = box = _box(node, attrs, with_stats)
-        ports = max(graph.in_degree(node), graph.out_degree(node))
+        ports = max(len(above[node]), len(below[node]))
         box["w"] = max(box["w"], _PORT_GAP * ports + 2 * _PAD_X)  # room for every arrow
-    slots, up, down, chains = _slot_graph(graph, boxes, rank, order)
+    slots, up, down, chains = _slot_graph(oriented, boxes, rank, order)
 
     num_ranks = max((s["rank"] for s in slots.values()), default=-1) + 1
     layers: list[list[Any]] = [[] for _ in range(num_ranks)]
@@ -166,7 +190,7 @@ def layout(graph: Any) -> dict[str, Any]:
     heights, centre_y, bottom = _layer_rows(layers, slots)
     for node, box in boxes.items():
         box["x"], box["y"] = round(x[node], 1), round(centre_y[rank[node]], 1)
-    edges = _edge_paths(graph, chains, x, boxes, slots, centre_y, heights)
+    edges = _edge_paths(graph, chains, x, boxes, slots, centre_y, heights, above, below, back)
 
     width = max((x[s] + slots[s]["w"] / 2 for s in slots), default=0) + _MARGIN
     height = bottom - _GAP_Y + _MARGIN if layers else 2 * _MARGIN
@@ -195,11 +219,12 @@ def _ranks(graph: Any) -> dict[Any, int]:
     return rank
 
 
-def _slot_graph(graph: Any, boxes: dict, rank: dict, order: dict) -> tuple:
+def _slot_graph(oriented: list, boxes: dict, rank: dict, order: dict) -> tuple:
     """Slots (boxes plus one virtual slot per layer an edge crosses), their links, and chains.
 
-    Each edge becomes a chain of slots through the layers it spans, so no edge runs through a
-    box. Returns ``(slots, up, down, chains)``.
+    Each edge becomes a chain of slots through the layers it spans, top to bottom, so no edge
+    runs through a box. Returns ``(slots, up, down, chains)``; a chain is
+    ``(upper, lower, slots, (source, target))``.
     """
     slots: dict[Any, dict[str, Any]] = {
         node: {"w": box["w"], "h": box["h"], "rank": rank[node], "real": True}
@@ -207,19 +232,19 @@ def _slot_graph(graph: Any, boxes: dict, rank: dict, order: dict) -> tuple:
     }
     up: dict[Any, list[Any]] = {node: [] for node in slots}
     down: dict[Any, list[Any]] = {node: [] for node in slots}
-    chains: list[tuple[Any, Any, list[Any]]] = []
-    for source, target in sorted(graph.edges, key=lambda e: (order[e[0]], order[e[1]])):
-        chain = [source]
-        for r in range(rank[source] + 1, rank[target]):
-            virtual = ("edge", source, target, r)
+    chains: list[tuple[Any, Any, list[Any], tuple[Any, Any]]] = []
+    for upper, lower, edge in sorted(oriented, key=lambda e: (order[e[2][0]], order[e[2][1]])):
+        chain = [upper]
+        for r in range(rank[upper] + 1, rank[lower]):
+            virtual = ("edge", edge[0], edge[1], r)
             slots[virtual] = {"w": _VIRTUAL_W, "h": 0, "rank": r, "real": False}
             up[virtual], down[virtual] = [], []
             chain.append(virtual)
-        chain.append(target)
+        chain.append(lower)
         for a, b in zip(chain, chain[1:]):
             down[a].append(b)
             up[b].append(a)
-        chains.append((source, target, chain))
+        chains.append((upper, lower, chain, edge))
     return slots, up, down, chains
 
 
@@ -234,31 +259,50 @@ def _layer_rows(layers: list[list[Any]], slots: dict) -> tuple[list[float], list
 
 
 def _edge_paths(graph: Any, chains: list, x: dict, boxes: dict, slots: dict,
-                centre_y: list[float], heights: list[float]) -> list[dict[str, Any]]:
-    """Polyline points per edge: out of the source's bottom, down its slots, into the target."""
+                centre_y: list[float], heights: list[float], above: dict, below: dict,
+                back: set) -> list[dict[str, Any]]:
+    """Polyline points per edge, from its source to its target: out of the upper box's
+    bottom, down its slots, into the lower box's top (reversed for an edge drawn upwards)."""
     edges = []
-    for source, target, chain in chains:
+    for upper, lower, chain, (source, target) in chains:
         start = (
-            x[source] + _port(graph, source, target, out=True, x=x, boxes=boxes),
-            boxes[source]["y"] + boxes[source]["h"] / 2,
+            x[upper] + _port(upper, lower, out=True, x=x, boxes=boxes, others=below[upper]),
+            boxes[upper]["y"] + boxes[upper]["h"] / 2,
         )
         end = (
-            x[target] + _port(graph, source, target, out=False, x=x, boxes=boxes),
-            boxes[target]["y"] - boxes[target]["h"] / 2,
+            x[lower] + _port(upper, lower, out=False, x=x, boxes=boxes, others=above[lower]),
+            boxes[lower]["y"] - boxes[lower]["h"] / 2,
         )
         middle = []  # through a layer it crosses: straight down its slot, top to bottom
         for v in chain[1:-1]:
             r = slots[v]["rank"]
             middle += [(x[v], centre_y[r] - heights[r] / 2), (x[v], centre_y[r] + heights[r] / 2)]
         points = [start, *middle, end]
-        edges.append(
-            {
-                "source": source,
-                "target": target,
-                "points": [[round(px, 1), round(py, 1)] for px, py in points],
-            }
-        )
+        if (source, target) in back:
+            points.reverse()
+        edge: dict[str, Any] = {
+            "source": source,
+            "target": target,
+            "points": [[round(px, 1), round(py, 1)] for px, py in points],
+        }
+        attrs = graph.edges[source, target]
+        if attrs.get("side"):
+            edge.update(side=True, label=str(attrs.get("label") or ""),
+                        back=(source, target) in back, label_at=_halfway(points))
+        edges.append(edge)
     return edges
+
+
+def _halfway(points: list[tuple[float, float]]) -> list[float]:
+    """Where a label of the drawn edge goes: the middle of the segment holding half its
+    length (each segment is drawn as a symmetric curve through that point)."""
+    lengths = [math.dist(a, b) for a, b in zip(points, points[1:])]
+    remaining, index = sum(lengths) / 2, 0
+    while index < len(lengths) - 1 and remaining > lengths[index]:
+        remaining -= lengths[index]
+        index += 1
+    (x0, y0), (x1, y1) = points[index], points[index + 1]
+    return [round((x0 + x1) / 2, 1), round((y0 + y1) / 2, 1)]
 
 
 def _slot_order(slot: Any, order: dict[Any, int]) -> tuple[int, int]:
@@ -327,14 +371,15 @@ def _place_x(layers: list[list[Any]], slots: dict, up: dict, down: dict) -> dict
     return {slot: value + shift for slot, value in x.items()}
 
 
-def _port(graph: Any, source: Any, target: Any, *, out: bool, x: dict, boxes: dict) -> float:
-    """Offset from a box's centre where an edge leaves (out) or enters it: spread when shared."""
-    node = source if out else target
-    others = list(graph.successors(node)) if out else list(graph.predecessors(node))
+def _port(upper: Any, lower: Any, *, out: bool, x: dict, boxes: dict,
+          others: list[Any]) -> float:
+    """Offset from a box's centre where an edge leaves the upper box's bottom (out) or enters
+    the lower box's top: spread when several edges share that side."""
+    node = upper if out else lower
     if len(others) < 2:
         return 0.0
-    others.sort(key=lambda n: x[n])
-    index = others.index(target if out else source)
+    others = sorted(others, key=lambda n: x[n])
+    index = others.index(lower if out else upper)
     span = min(boxes[node]["w"] - 2 * _PAD_X, _PORT_GAP * (len(others) - 1))
     return -span / 2 + span * index / (len(others) - 1)
 
@@ -359,6 +404,9 @@ def _box(node: Any, attrs: dict[str, Any], with_stats: bool) -> dict[str, Any]:
         meta += f" \u00b7 {attrs['shards']} shard{'s' if attrs['shards'] != 1 else ''}"
     elif attrs.get("where"):
         meta += f" \u00b7 {attrs['where']}"
+    if attrs.get("resource_kind"):  # a side-link resource, or the operator standing for one
+        meta = (str(attrs["resource_kind"]) if attrs.get("kind") == "resource"
+                else f"{meta} \u00b7 {attrs['resource_kind']}")
     stats = _stats_line(attrs) if with_stats else None
     chars = max([len(line) for line in lines] + [0])
     width = max(

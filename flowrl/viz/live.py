@@ -76,7 +76,8 @@ def annotate_rates(graph: Any, result: Mapping[str, Any] | None = None,
     iteration before), the figures are for the last iteration: items it produced per second of
     ``result["time_this_iter_s"]`` and the seconds spent in it as a share of that time. Without,
     they average over ``result["time_total_s"]``. Shard-side operators run in parallel, so their
-    shares can add up to more than 1. Nodes keep any queue fill (``queue_size``) they carry.
+    shares can add up to more than 1. Nodes keep any queue fill (``queue_size``) they carry;
+    side-link resources (``kind="resource"``) get no rates.
     Without a result (nothing trained yet) the graph is returned as it is.
     """
     if not result:
@@ -86,6 +87,8 @@ def annotate_rates(graph: Any, result: Mapping[str, Any] | None = None,
     if not seconds or seconds <= 0:
         return graph
     for node, attrs in graph.nodes(data=True):
+        if attrs.get("kind") == "resource":
+            continue  # a side-link resource (a learner thread) is no operator: no item counts
         before = (previous_ops or {}).get(str(node)) or {}
         items = (_number(attrs.get("items_out")) or 0.0) - (_number(before.get("items_out")) or 0.0)
         spent = (_number(attrs.get("time_s")) or 0.0) - (_number(before.get("time_s")) or 0.0)
