@@ -25,6 +25,7 @@ from flowrl.iter.executor import init
 from flowrl.ops import (
     STEPS_SAMPLED_COUNTER,
     STEPS_TRAINED_COUNTER,
+    StoreToReplay,
     TrainResult,
 )
 from flowrl.ops.learner_thread import stop_learner_threads
@@ -260,7 +261,13 @@ class Trainer:
             "metrics": self.metrics.save(),
             "op_stats": [list(entry) for entry in self.plan.stats_state()],
         }
+        if getattr(self.config, "store_buffer_in_checkpoints", False):
+            state["replay_buffers"] = [store.replay_state() for store in self._replay_stores()]
         return checkpoint.write_checkpoint(path, state)
+
+    def _replay_stores(self) -> list[StoreToReplay]:
+        """The plan's `StoreToReplay` operators: each names the replay memory it fills."""
+        return self.plan.operators(StoreToReplay)
 
     @classmethod
     def from_checkpoint(cls, checkpoint_path: str, *, local_mode: bool | None = True,
@@ -285,7 +292,11 @@ class Trainer:
         _check_env_available(state)
         trainer = cls(state["algo"], env=state["env"], config={**state["config"], **(config or {})},
                       local_mode=local_mode)
-        trainer._restore_state(state, checkpoint_path)
+        try:
+            trainer._restore_state(state, checkpoint_path)
+        except BaseException:
+            trainer.stop()  # release its workers: the caller never gets this trainer
+            raise
         return trainer
 
     def restore(self, checkpoint_path: str) -> None:
@@ -304,12 +315,28 @@ class Trainer:
         restore_learner_policy_state(self.workers.local_worker(), state["policy_state"])
         self.metrics.restore(state["metrics"])
         self._restore_operator_stats(state["op_stats"], checkpoint_path)
+        self._restore_replay_buffers(state.get("replay_buffers"), checkpoint_path)
         self.iteration = int(state["iteration"])
         self._time_total = float(state["time_total_s"])
         self._episodes.clear()
         self._episodes.extend((float(ret), int(length)) for ret, length in state["episodes"])
         self._last_steps_sampled = int(state["last_steps_sampled"])
         self.workers.sync_weights()
+
+    def _restore_replay_buffers(self, saved: list[list[dict]] | None, checkpoint_path: str
+                                ) -> None:
+        """Refills the replay memory from a checkpoint saved with store_buffer_in_checkpoints
+        (a checkpoint without buffers leaves them empty, as they start)."""
+        if saved is None:
+            return
+        stores = self._replay_stores()
+        if len(saved) != len(stores):
+            raise ValueError(
+                f"Checkpoint {checkpoint_path!r} holds {len(saved)} replay memories, but this "
+                f"plan stores into {len(stores)}; restore it into the plan (algorithm and "
+                "policies) that wrote it.")
+        for store, states in zip(stores, saved):
+            store.restore_replay_state(states)
 
     def _restore_operator_stats(self, saved: list[list[Any]], checkpoint_path: str) -> None:
         saved_entries = [tuple(entry) for entry in saved]

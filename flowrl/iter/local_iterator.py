@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar
 from flowrl.iter.build import drive, open_node
 from flowrl.iter.duplicate import DuplicateChild, DuplicateState
 from flowrl.iter.errors import FlowError
-from flowrl.iter.graph import Kind, Node, callable_label, to_networkx, walk
+from flowrl.iter.graph import Kind, Node, callable_label, node_operators, to_networkx, walk
 from flowrl.iter.metrics import MetricsContext, SharedMetrics, get_current_metrics
 from flowrl.iter.scheduling import Build
 from flowrl.iter.sources import IterSource, PolledSource, PollingSource
@@ -412,6 +412,25 @@ class LocalIterator(Generic[T]):
             [('src', 3), ('for_each(abs)', 3)]
         """
         return collect_stats(self._node, self.shared_metrics.get())
+
+    def operators(self, kind: type | None = None) -> list[Any]:
+        """The operator objects of this plan in plan order (each once), e.g. the functions
+        given to ``for_each``; with ``kind``, only its instances. The Trainer finds the
+        operators whose state a checkpoint holds this way.
+
+        Examples:
+            >>> class Double:
+            ...     def __call__(self, x): return 2 * x
+            >>> it = LocalIterator(lambda: range(3), name="src").for_each(Double())
+            >>> [type(op).__name__ for op in it.operators(Double)]
+            ['Double']
+        """
+        found: dict[int, Any] = {}
+        for node in walk(self._node):
+            for owner in node_operators(node):
+                if kind is None or isinstance(owner, kind):
+                    found.setdefault(id(owner), owner)
+        return list(found.values())
 
     def stats_state(self) -> list[tuple[str, int, int, float]]:
         """The per-operator statistics as plain data, in plan order, for a checkpoint.

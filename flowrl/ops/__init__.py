@@ -38,7 +38,7 @@ from flowrl.ops.replay_ops import (
     UpdatePriorities,
     UpdateTargetNetwork,
 )
-from flowrl.ops.results import DEFAULT_POLICY_ID, Gradients, TrainResult
+from flowrl.ops.results import DEFAULT_POLICY_ID, Gradients, MultiAgentGradients, TrainResult
 from flowrl.ops.rollout_ops import (
     AsyncGradients,
     ComputeGradientsOnShard,
@@ -89,6 +89,7 @@ __all__ = [
     "LearnerThread",
     "LockedLearnStep",
     "MinibatchBuffer",
+    "MultiAgentGradients",
     "StartLearnerThread",
     "ParallelRollouts",
     "RecordSampledSteps",

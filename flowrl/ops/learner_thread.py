@@ -13,14 +13,16 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from flowrl.iter.errors import operator_error
+from flowrl.iter.graph import GraphLink
 from flowrl.iter.metrics import TimerStat
 from flowrl.ops.concurrency import WatchedQueue
 from flowrl.ops.results import DEFAULT_POLICY_ID
+from flowrl.policy import MultiAgentBatch
 
 # How often the thread looks up from a blocking queue call to see whether it should stop.
 _STOP_POLL_S = 0.1
@@ -33,8 +35,10 @@ class LearnerOutput:
     Attributes:
         source: What the plan paired with the batch (`(source, batch)` items), e.g. the
             rollout worker that produced it, so weights can go back to it; None otherwise.
-        batch_count: Environment steps in the batch trained on.
-        stats: The learner's statistics for this update (loss terms, ...).
+        batch_count: Steps in the batch trained on (agent steps, summed over policies, for
+            a MultiAgentBatch).
+        stats: The learner's statistics for this update (loss terms, ...), or {policy id:
+            statistics} when it trained several policies (see `stats_by_policy`).
         learner_version: The learner's `weights_version` after this update.
     """
 
@@ -334,10 +338,18 @@ class LockedLearnStep:
     never see half an update. `version` counts the updates done; `timestep` is the
     sampled-steps counter the plan last passed in, which drives learning-rate schedules.
 
+    A `MultiAgentBatch` of several policies (independent policies) trains each of the
+    learner worker's `policies_to_train` on its own rows, in one update, and returns
+    {policy id: stats}; one of only "default_policy" (shared-policy mode) is that policy's
+    `SampleBatch`. `trained_policies()` and `get_weights()` give the operators the policies an
+    update changes.
+
     Args:
         workers: A WorkerSet, or anything with `local_worker().policy` (the learner policy).
         learn: `(batch) -> stats dict`, one update; default the learner policy's
             `learn_on_batch`. Ape-X passes a step that also computes the batch's TD errors.
+            For several policies it gets a `MultiAgentBatch` of the trained policies' rows and
+            returns {policy id: stats}.
 
     Examples:
         >>> class Policy:
@@ -362,18 +374,59 @@ class LockedLearnStep:
 
     @property
     def policy(self) -> Any:
-        """The learner policy (the local worker's)."""
+        """The learner policy (the local worker's; with several policies use
+        `trained_policies()`)."""
         return self.workers.local_worker().policy
+
+    def trained_policies(self) -> dict[str, Any]:
+        """Policy id -> policy, for the policies the learner trains: {"default_policy":
+        policy} for a single-agent (or shared-policy) learner, else the local multi-agent
+        worker's `policies_to_train`. Read or change them under `lock`."""
+        local = self.workers.local_worker()
+        if getattr(local, "multi_agent", None) is None or not hasattr(local, "get_policy"):
+            return {DEFAULT_POLICY_ID: local.policy}
+        return {pid: local.get_policy(pid) for pid in local.policies_to_train}
+
+    def get_weights(self) -> Any:
+        """The weights rollout workers take (`set_weights`): the learner policy's, or
+        {policy id: weights} of the trained policies of a multi-agent learner. Call it under
+        `lock`."""
+        local = self.workers.local_worker()
+        if getattr(local, "multi_agent", None) is None or not hasattr(local, "get_policy"):
+            return self.policy.get_weights()
+        return local.get_weights(list(local.policies_to_train))
 
     def __call__(self, batch: Any) -> dict[str, Any]:
         with self.lock:
-            policy = self.policy
+            per_policy = self._policy_batches(batch)
             if self.timestep != self._applied_timestep:
-                policy.on_global_var_update({"timestep": self.timestep})
+                for policy in self.trained_policies().values():
+                    policy.on_global_var_update({"timestep": self.timestep})
                 self._applied_timestep = self.timestep
-            stats = self.learn(batch) if self.learn is not None else policy.learn_on_batch(batch)
+            if per_policy is None:
+                batch = _single_policy_rows(batch)
+                stats = (self.learn(batch) if self.learn is not None
+                         else self.policy.learn_on_batch(batch))
+            else:
+                local = self.workers.local_worker()
+                if self.learn is not None:  # e.g. Ape-X's: each policy with its TD errors
+                    stats = self.learn(MultiAgentBatch(
+                        per_policy, sum(len(rows) for rows in per_policy.values())))
+                else:
+                    stats = {pid: local.get_policy(pid).learn_on_batch(rows)
+                             for pid, rows in per_policy.items()}
             self.version += 1
         return stats
+
+    def _policy_batches(self, batch: Any) -> dict[str, Any] | None:
+        """Policy id -> rows to train for a batch of several policies (or one other than
+        "default_policy"); None for a single-policy batch."""
+        if not isinstance(batch, MultiAgentBatch) or set(batch.policy_batches) == {
+                DEFAULT_POLICY_ID}:
+            return None
+        from flowrl.ops.train_ops import policy_batches_to_train
+
+        return policy_batches_to_train(batch, self.workers.local_worker())
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -412,6 +465,14 @@ class _LearnerQueue(WatchedQueue):
     def __reduce__(self) -> tuple:
         return (getattr, (self._learner, self._attribute))
 
+    def graph_link(self, direction: str) -> GraphLink:
+        """The learner thread as the plan graph draws it: `Enqueue(learner.inqueue)` sends it
+        batches ("to"), `Dequeue(learner.outqueue)` reads its results ("from")."""
+        learner = self._learner
+        return GraphLink(learner, f"LearnerThread(policy {learner.policy_id})", "learner thread",
+                         "from" if direction == "from" else "to",
+                         "results" if direction == "from" else "batches")
+
 
 def _unstarted_learner(cls: type, workers: Any, settings: dict[str, Any]) -> LearnerThread:
     return cls(workers, **settings)
@@ -430,7 +491,33 @@ def _learn_on_batch_of(workers: Any, policy_id: str) -> Callable[[Any], dict[str
     return learn
 
 
+def _single_policy_rows(batch: Any) -> Any:
+    if isinstance(batch, MultiAgentBatch):
+        return batch.policy_batches[DEFAULT_POLICY_ID]
+    return batch
+
+
+def stats_by_policy(stats: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{policy id: stats} of a learn step's stats: {policy id: stats} as they are (a learner
+    that trained several policies), flat stats as "default_policy"'s. The inner dicts are
+    `stats`' own (not copies), so operators can add keys to them.
+
+    Examples:
+        >>> stats_by_policy({"loss": 1.0})
+        {'default_policy': {'loss': 1.0}}
+        >>> stats_by_policy({"p1": {"loss": 1.0}, "p2": {"loss": 2.0}})["p2"]
+        {'loss': 2.0}
+    """
+    if not stats:
+        return {}
+    if all(isinstance(value, Mapping) for value in stats.values()):
+        return dict(stats)
+    return {DEFAULT_POLICY_ID: stats}
+
+
 def _batch_count(batch: Any) -> int:
+    if isinstance(batch, MultiAgentBatch):
+        return batch.agent_steps()  # agent steps: what the policies train on
     count = getattr(batch, "count", None)
     if isinstance(count, int):
         return count

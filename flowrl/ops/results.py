@@ -22,6 +22,24 @@ class Gradients:
 
 
 @dataclass
+class MultiAgentGradients:
+    """Gradients of several policies, each computed on that policy's own rows of one sample.
+
+    Attributes:
+        policy_gradients: policy id -> that policy's `Gradients` (`count`: its rows).
+        env_steps: environment steps the sample covered (each may hold several agents).
+    """
+
+    policy_gradients: dict[str, Gradients]
+    env_steps: int
+
+    @property
+    def count(self) -> int:
+        """Rows the gradients came from, summed over policies (agent steps trained on)."""
+        return sum(g.count for g in self.policy_gradients.values())
+
+
+@dataclass
 class TrainResult:
     """What a training operator yields: per-policy learner statistics and samples trained on."""
 

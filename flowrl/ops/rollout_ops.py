@@ -8,9 +8,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from flowrl.iter import LocalIterator, from_actors
+from flowrl.iter import GraphLink, LocalIterator, from_actors
+from flowrl.iter.graph import LinkDirection
 from flowrl.ops.metrics import SAMPLE_TIMER, STEPS_SAMPLED_COUNTER
-from flowrl.ops.results import DEFAULT_POLICY_ID, Gradients
+from flowrl.ops.results import DEFAULT_POLICY_ID, Gradients, MultiAgentGradients
 from flowrl.policy import MultiAgentBatch, SampleBatch, concat_samples
 from flowrl.workers import WorkerSet, get_current_worker
 
@@ -55,7 +56,8 @@ def ParallelRollouts(  # noqa: N802 - a source, named like the operators users k
         source = LocalIterator(_LocalSampler(workers.local_worker()),
                                name="ParallelRollouts(local)")
         return source.for_each(RecordSampledSteps())
-    shards = from_actors(remote, name="RolloutWorkers", on_actor_failure=workers.recreate_worker)
+    shards = from_actors(remote, name="RolloutWorkers", on_actor_failure=workers.recreate_worker,
+                         graph_links=[workers_graph_link(workers, "is")])
     if mode == "raw":
         return shards
     if mode == "bulk_sync":
@@ -63,6 +65,16 @@ def ParallelRollouts(  # noqa: N802 - a source, named like the operators users k
     else:
         gathered = shards.gather_async(num_async=num_async)
     return gathered.for_each(RecordSampledSteps())
+
+
+def workers_graph_link(workers: Any, direction: LinkDirection = "is", data: str = "") -> GraphLink:
+    """The rollout workers of `workers` (a WorkerSet) as a side link of the plan graph.
+
+    `ParallelRollouts`' source stands for them (`direction="is"`); an operator that sends them
+    weights declares `workers_graph_link(workers, "to", "weights")`, drawn as a dashed edge
+    back to that source.
+    """
+    return GraphLink(workers, "RolloutWorkers", "rollout workers", direction, data)
 
 
 class _LocalSampler:
@@ -105,7 +117,7 @@ def _env_steps(item: Any) -> int:
         item = item[1]
     if isinstance(item, Gradients):
         return item.count
-    if isinstance(item, MultiAgentBatch):
+    if isinstance(item, (MultiAgentBatch, MultiAgentGradients)):
         return item.env_steps
     return len(item)
 
@@ -113,17 +125,24 @@ def _env_steps(item: Any) -> int:
 class ComputeGradientsOnShard:
     """Samples-to-gradients step that runs on each rollout worker (A3C's worker side).
 
-    Consumes: SampleBatch (on the shard). Yields: Gradients.
-    Metrics: none on the shard; the driver records env steps from `Gradients.count`.
+    A multi-agent worker's `MultiAgentBatch` gives each of its trained policies' gradients on
+    that policy's own rows (shared-policy mode: `default_policy`'s).
+
+    Consumes: SampleBatch or MultiAgentBatch (on the shard). Yields: Gradients, or
+    MultiAgentGradients for a MultiAgentBatch.
+    Metrics: none on the shard; the driver records env steps from `Gradients.count` (or
+    `MultiAgentGradients.env_steps`).
 
     Examples:
         >>> ComputeGradientsOnShard()
         ComputeGradientsOnShard()
     """
 
-    def __call__(self, batch: SampleBatch) -> Gradients:
-        grads, stats = get_current_worker().policy.compute_gradients(batch)
-        return Gradients(grads=grads, stats=stats, count=len(batch))
+    def __call__(self, batch: SampleBatch | MultiAgentBatch
+                 ) -> Gradients | MultiAgentGradients:
+        from flowrl.ops.train_ops import compute_gradients
+
+        return compute_gradients(get_current_worker(), batch)
 
     def __repr__(self) -> str:
         return "ComputeGradientsOnShard()"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from flowrl.iter import LocalIterator, executor
+from flowrl.iter import GraphLink, LocalIterator, executor
 from flowrl.ops.metrics import (
     APPLY_GRADS_TIMER,
     BROADCAST_TIMER,
@@ -20,7 +20,8 @@ from flowrl.ops.metrics import (
     STEPS_SAMPLED_COUNTER,
     STEPS_TRAINED_COUNTER,
 )
-from flowrl.ops.results import DEFAULT_POLICY_ID, Gradients, TrainResult
+from flowrl.ops.results import DEFAULT_POLICY_ID, Gradients, MultiAgentGradients, TrainResult
+from flowrl.ops.rollout_ops import workers_graph_link
 from flowrl.policy import MultiAgentBatch, SampleBatch
 from flowrl.workers import WorkerSet
 
@@ -49,14 +50,54 @@ def _batches_to_train(batch: SampleBatch | MultiAgentBatch, workers: WorkerSet,
         if policy_ids is not None and len(policy_ids) == 1:
             return {policy_ids[0]: batch}
         return {DEFAULT_POLICY_ID: batch}
+    return policy_batches_to_train(batch, workers.local_worker(), policy_ids)
+
+
+def policy_batches_to_train(batch: SampleBatch | MultiAgentBatch, worker: Any,
+                            policy_ids: list[str] | None = None) -> dict[str, SampleBatch]:
+    """Policy id -> its non-empty rows of a `MultiAgentBatch`, for the policies `worker` (a
+    multi-agent worker, or a single-agent one for a `default_policy`-only batch) trains:
+    `policy_ids` if given, else its `policies_to_train`.
+
+    Raises:
+        ValueError: several policies' rows for a single-agent worker.
+    """
     if set(batch.policy_batches) == {DEFAULT_POLICY_ID}:
         return {DEFAULT_POLICY_ID: _single_agent(batch)}
-    local = workers.local_worker()
-    if not getattr(local, "multi_agent", None):
+    if not getattr(worker, "multi_agent", None):
         _single_agent(batch)  # raises: a single-agent learner cannot train other policies
-    wanted = policy_ids if policy_ids is not None else local.policies_to_train
+    wanted = policy_ids if policy_ids is not None else worker.policies_to_train
     return {pid: part for pid, part in batch.policy_batches.items()
             if pid in wanted and len(part)}
+
+
+def compute_gradients(worker: Any, batch: SampleBatch | MultiAgentBatch,
+                      policy_ids: list[str] | None = None) -> Gradients | MultiAgentGradients:
+    """The gradients of `worker`'s policies on `batch`, without applying them.
+
+    A `SampleBatch` gives the worker's policy's `Gradients`. A `MultiAgentBatch` gives
+    `MultiAgentGradients`: each trained policy's gradients on its own rows (shared-policy mode:
+    just `default_policy`'s), with the env steps the batch covered.
+    """
+    if not isinstance(batch, MultiAgentBatch):
+        grads, stats = worker.policy.compute_gradients(batch)
+        return Gradients(grads=grads, stats=stats, count=len(batch))
+    per_policy = {}
+    for policy_id, rows in policy_batches_to_train(batch, worker, policy_ids).items():
+        policy = (worker.policy if policy_id == DEFAULT_POLICY_ID
+                  and not getattr(worker, "multi_agent", None) else worker.get_policy(policy_id))
+        grads, stats = policy.compute_gradients(rows)
+        per_policy[policy_id] = Gradients(grads=grads, stats=stats, count=len(rows))
+    return MultiAgentGradients(per_policy, batch.env_steps)
+
+
+def learner_weights(worker: Any, policy_ids: list[str] | None = None) -> Any:
+    """What `set_weights` of rollout workers like `worker` takes: the policy's weights, or for a
+    multi-agent worker {policy id: weights} of `policy_ids` (default: its trained policies)."""
+    if getattr(worker, "multi_agent", None):
+        return worker.get_weights(list(worker.policies_to_train) if policy_ids is None
+                                  else policy_ids)
+    return worker.get_weights()
 
 
 def _global_vars() -> dict[str, int]:
@@ -125,7 +166,11 @@ class TrainOneStep:
 class ComputeGradients:
     """Computes the learner policy's gradients on each batch, without applying them.
 
-    Consumes: SampleBatch. Yields: Gradients.
+    A `MultiAgentBatch` gives each trained policy's gradients on its own rows (`policy_ids`,
+    default: the workers' `policies_to_train`).
+
+    Consumes: SampleBatch or MultiAgentBatch. Yields: Gradients, or MultiAgentGradients for a
+    MultiAgentBatch.
     Metrics: timer `timers/compute_grads`.
 
     Examples:
@@ -135,18 +180,19 @@ class ComputeGradients:
 
     metrics_written = (COMPUTE_GRADS_TIMER,)
 
-    def __init__(self, workers: WorkerSet) -> None:
+    def __init__(self, workers: WorkerSet, *, policy_ids: list[str] | None = None) -> None:
         self.workers = workers
+        self.policy_ids = None if policy_ids is None else list(policy_ids)
 
-    def __call__(self, batch: SampleBatch | MultiAgentBatch) -> Gradients:
-        batch = _single_agent(batch)
+    def __call__(self, batch: SampleBatch | MultiAgentBatch) -> Gradients | MultiAgentGradients:
         start = time.perf_counter()
-        grads, stats = self.workers.local_worker().policy.compute_gradients(batch)
+        gradients = compute_gradients(self.workers.local_worker(), batch, self.policy_ids)
         LocalIterator.get_metrics().timers[COMPUTE_GRADS_TIMER].push(time.perf_counter() - start)
-        return Gradients(grads=grads, stats=stats, count=len(batch))
+        return gradients
 
     def __repr__(self) -> str:
-        return "ComputeGradients()"
+        return ("ComputeGradients()" if self.policy_ids is None
+                else f"ComputeGradients(policy_ids={self.policy_ids})")
 
 
 class AverageGradients:
@@ -157,7 +203,9 @@ class AverageGradients:
     microbatch is at least one sampling round) still give the full-batch update (up to
     per-microbatch gradient clipping).
 
-    Consumes: list[Gradients]. Yields: Gradients (weighted-mean grads and stats, summed count).
+    Consumes: list[Gradients], or list[MultiAgentGradients] (averaged per policy, env steps
+    summed). Yields: Gradients (weighted-mean grads and stats, summed count), or
+    MultiAgentGradients.
     Metrics: none.
 
     Examples:
@@ -168,9 +216,16 @@ class AverageGradients:
         ([2.5], 2.5, 4)
     """
 
-    def __call__(self, items: list[Gradients]) -> Gradients:
+    def __call__(self, items: list[Gradients] | list[MultiAgentGradients]
+                 ) -> Gradients | MultiAgentGradients:
         if not items:
             raise ValueError("AverageGradients received an empty list; use it after .batch(n).")
+        if all(isinstance(g, MultiAgentGradients) for g in items):
+            policy_ids = dict.fromkeys(pid for g in items for pid in g.policy_gradients)
+            return MultiAgentGradients(
+                {pid: self([g.policy_gradients[pid] for g in items
+                            if pid in g.policy_gradients]) for pid in policy_ids},
+                sum(g.env_steps for g in items))
         total = sum(g.count for g in items)
         if total <= 0:
             raise ValueError(f"AverageGradients needs samples to weight by, got counts "
@@ -213,7 +268,8 @@ class ApplyGradients:
         self.workers = workers
         self.update = update
 
-    def __call__(self, item: Gradients | tuple[Any, Gradients]) -> TrainResult:
+    def __call__(self, item: Gradients | MultiAgentGradients
+                 | tuple[Any, Gradients | MultiAgentGradients]) -> TrainResult:
         source = None
         if isinstance(item, tuple):
             source, item = item
@@ -223,22 +279,38 @@ class ApplyGradients:
                 ".zip_with_source_actor() after the async gather."
             )
         metrics = LocalIterator.get_metrics()
-        policy = self.workers.local_worker().policy
-        policy.on_global_var_update(_global_vars())
+        local = self.workers.local_worker()
+        if isinstance(item, MultiAgentGradients):
+            per_policy = [(pid, local.get_policy(pid), g)
+                          for pid, g in item.policy_gradients.items()]
+        else:
+            per_policy = [(DEFAULT_POLICY_ID, local.policy, item)]
+        global_vars = _global_vars()
         start = time.perf_counter()
-        policy.apply_gradients(item.grads)
+        for _, policy, gradients in per_policy:
+            policy.on_global_var_update(global_vars)
+            policy.apply_gradients(gradients.grads)
         metrics.timers[APPLY_GRADS_TIMER].push(time.perf_counter() - start)
         metrics.counters[STEPS_TRAINED_COUNTER] += item.count
         metrics.counters[NUM_GRADIENT_UPDATES_COUNTER] += 1
-        if self.update == "all":
-            self.workers.sync_weights(_global_vars())
+        # Only the policies just updated travel back, in one put.
+        changed = ([pid for pid, _, _ in per_policy]
+                   if isinstance(item, MultiAgentGradients) else None)
+        if self.update == "all" and per_policy:
+            self.workers.sync_weights(global_vars, policy_ids=changed)
             metrics.counters[NUM_WEIGHT_BROADCASTS_COUNTER] += 1
-        elif self.update == "source":
-            weights_ref = executor.put(policy.get_weights())
-            self.workers.set_weights_of(source, weights_ref, _global_vars())
+        elif self.update == "source" and per_policy:
+            weights_ref = executor.put(learner_weights(local, changed))
+            self.workers.set_weights_of(source, weights_ref, global_vars)
             metrics.counters[NUM_WEIGHT_BROADCASTS_COUNTER] += 1
-        return TrainResult(learner_stats={DEFAULT_POLICY_ID: dict(item.stats)},
+        return TrainResult(learner_stats={pid: dict(g.stats) for pid, _, g in per_policy},
                            num_steps_trained=item.count)
+
+    def graph_links(self) -> list[GraphLink]:
+        """A dashed "weights" edge back to the rollout workers when it sends them weights."""
+        if self.update == "none" or not self.workers.remote_workers():
+            return []
+        return [workers_graph_link(self.workers, "to", "weights")]
 
     def __repr__(self) -> str:
         return f"ApplyGradients(update={self.update!r})"
@@ -276,6 +348,12 @@ class BroadcastWeights:
         metrics.timers[BROADCAST_TIMER].push(time.perf_counter() - start)
         metrics.counters[NUM_WEIGHT_BROADCASTS_COUNTER] += 1
         return item
+
+    def graph_links(self) -> list[GraphLink]:
+        """A dashed "weights" edge back to the rollout workers (none without remote ones)."""
+        if not self.workers.remote_workers():
+            return []
+        return [workers_graph_link(self.workers, "to", "weights")]
 
     def __repr__(self) -> str:
         return ("BroadcastWeights()" if self.policy_ids is None

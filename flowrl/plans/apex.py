@@ -19,6 +19,14 @@ Implementation details:
    i = 0..N-1 of N (0.4 with one worker).
 4. Initial priorities on the workers bootstrap from the worker's online network (its target
    network is never synced); the learner's priorities use the target network.
+5. Multi-agent: in shared-policy mode all agents' rows share one replay memory. With policies
+   of their own (`policies`), the workers keep the trained policies' rows
+   (`SelectExperiences`) and give them initial priorities each with its policy's network;
+   every replay actor holds one buffer per policy (each sized by that policy's config);
+   the learner trains each policy on its rows of a replayed `MultiAgentBatch` and returns
+   its TD errors, which go back to that policy's buffer; workers get all trained policies'
+   weights; each policy's target network updates every `target_network_update_freq` samples
+   trained (counted over all policies).
 
 Metrics reported: `info/learner/default_policy/{total_loss, mean_q, min_q, max_q,
 mean_td_error, grad_gnorm, cur_lr}`, plus the shared `sampler/env_steps`,
@@ -36,9 +44,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from flowrl.iter import LocalIterator, executor
+from flowrl.iter import GraphLink, LocalIterator, executor
 from flowrl.ops import (
-    DEFAULT_POLICY_ID,
     NUM_WEIGHT_BROADCASTS_COUNTER,
     PRIORITIES,
     STEPS_SAMPLED_COUNTER,
@@ -53,12 +60,14 @@ from flowrl.ops import (
     ParallelRollouts,
     RecordSampledSteps,
     Replay,
+    SelectExperiences,
     StartLearnerThread,
     StoreToReplay,
     TrainResult,
     UpdatePriorities,
-    UpdateTargetNetwork,
 )
+from flowrl.ops.learner_thread import stats_by_policy
+from flowrl.ops.rollout_ops import workers_graph_link
 from flowrl.plans.dqn import (
     DQNConfig,
     compute_online_td_errors,
@@ -66,8 +75,11 @@ from flowrl.plans.dqn import (
     dqn_loss_tf,
     dqn_loss_torch,
     n_step_postprocess,
+    replay_policy_configs,
+    uses_prioritized_replay,
+    with_target_updates,
 )
-from flowrl.policy import EpsilonGreedy, PolicySpec, SampleBatch, q_model
+from flowrl.policy import EpsilonGreedy, MultiAgentBatch, PolicySpec, SampleBatch, q_model
 from flowrl.replay import BATCH_INDEXES
 from flowrl.workers import WorkerSet, get_current_worker
 from flowrl.workers.replay_actor import create_replay_actors
@@ -151,7 +163,11 @@ class WorkerSidePriorities:
     """Adds initial priorities (|TD error| under the worker's own network) to each batch, on
     the rollout worker that sampled it.
 
-    Consumes: SampleBatch (on a rollout worker). Yields: the batch with a `priorities` column.
+    A `MultiAgentBatch` gets them per policy, each policy's rows scored with its own network
+    (policies whose config turns `worker_side_prioritization` off are left as they are).
+
+    Consumes: SampleBatch or MultiAgentBatch (on a rollout worker). Yields: the batch with a
+    `priorities` column (per policy).
     Metrics: none.
 
     Examples:
@@ -159,12 +175,25 @@ class WorkerSidePriorities:
         WorkerSidePriorities()
     """
 
-    def __call__(self, batch: SampleBatch) -> SampleBatch:
-        td_errors = compute_online_td_errors(get_current_worker().policy, batch)
-        return SampleBatch({**batch, PRIORITIES: np.abs(td_errors)})
+    def __call__(self, batch: SampleBatch | MultiAgentBatch) -> SampleBatch | MultiAgentBatch:
+        worker = get_current_worker()
+        if isinstance(batch, MultiAgentBatch):
+            return MultiAgentBatch(
+                {pid: _with_priorities(worker.get_policy(pid), rows, check_config=True)
+                 for pid, rows in batch.policy_batches.items()}, batch.env_steps)
+        return _with_priorities(worker.policy, batch)
 
     def __repr__(self) -> str:
         return "WorkerSidePriorities()"
+
+
+def _with_priorities(policy: Any, batch: SampleBatch, *, check_config: bool = False
+                     ) -> SampleBatch:
+    if not len(batch) or check_config and not getattr(
+            policy.config, "worker_side_prioritization", False):
+        return batch
+    td_errors = compute_online_td_errors(policy, batch)
+    return SampleBatch({**batch, PRIORITIES: np.abs(td_errors)})
 
 
 class UpdateWorkerWeights:
@@ -172,7 +201,8 @@ class UpdateWorkerWeights:
     `max_weight_sync_delay` env steps since its last update.
 
     The weights are read under the learner's lock (never half an update) and `put` once per
-    learner version; the same reference goes to every worker that is due.
+    learner version; the same reference goes to every worker that is due. A multi-agent
+    learner sends {policy id: weights} of all its trained policies.
 
     Consumes: (rollout worker, SampleBatch). Yields: the same pair.
     Metrics: counter `learner/weight_broadcasts`.
@@ -202,7 +232,7 @@ class UpdateWorkerWeights:
             learn_step = self.learn_step
             if learn_step.version != self._weights_version:
                 with learn_step.lock:
-                    weights = learn_step.policy.get_weights()
+                    weights = learn_step.get_weights()
                     version = learn_step.version
                 self._weights_ref = executor.put(weights)
                 self._weights_version = version
@@ -213,6 +243,12 @@ class UpdateWorkerWeights:
             metrics.counters[NUM_WEIGHT_BROADCASTS_COUNTER] += 1
         return item
 
+    def graph_links(self) -> list[GraphLink]:
+        """A dashed "weights" edge back to the rollout workers' source."""
+        if self.learn_step is None or not self.learn_step.workers.remote_workers():
+            return []
+        return [workers_graph_link(self.learn_step.workers, "to", "weights")]
+
     def __repr__(self) -> str:
         return f"UpdateWorkerWeights(max_weight_sync_delay={self.max_weight_sync_delay})"
 
@@ -220,15 +256,23 @@ class UpdateWorkerWeights:
 class LearnWithTDErrors:
     """One Ape-X update (run by `LockedLearnStep`, under its lock): TD errors of the batch
     (for its priorities), then one gradient step; the per-row errors and buffer slots ride
-    along in the stats."""
+    along in the stats. A `MultiAgentBatch` (the trained policies' rows) trains each policy on
+    its rows and returns {policy id: stats}, each with that policy's TD errors."""
 
     def __init__(self, workers: WorkerSet, *, with_td_errors: bool) -> None:
         self.workers = workers
         self.with_td_errors = with_td_errors
 
-    def __call__(self, batch: SampleBatch) -> dict[str, Any]:
-        policy = self.workers.local_worker().policy
-        td_errors = compute_td_errors(policy, batch) if self.with_td_errors else None
+    def __call__(self, batch: SampleBatch | MultiAgentBatch) -> dict[str, Any]:
+        local = self.workers.local_worker()
+        if isinstance(batch, MultiAgentBatch):
+            return {policy_id: self._learn(local.get_policy(policy_id), rows)
+                    for policy_id, rows in batch.policy_batches.items()}
+        return self._learn(local.policy, batch)
+
+    def _learn(self, policy: Any, batch: SampleBatch) -> dict[str, Any]:
+        with_td_errors = self.with_td_errors and BATCH_INDEXES in batch  # prioritized rows
+        td_errors = compute_td_errors(policy, batch) if with_td_errors else None
         stats: dict[str, Any] = dict(policy.learn_on_batch(batch))
         if td_errors is not None:
             stats[TD_ERRORS] = td_errors
@@ -239,7 +283,8 @@ class LearnWithTDErrors:
 class LearnerOutputToResult:
     """Turns the learner thread's outputs into `TrainResult`s and counts the samples trained.
 
-    Consumes: LearnerOutput. Yields: TrainResult.
+    Consumes: LearnerOutput (stats, or {policy id: stats}). Yields: TrainResult (scalar stats
+    per policy id).
     Metrics: counter `learner/steps_trained`.
 
     Examples:
@@ -251,12 +296,21 @@ class LearnerOutputToResult:
 
     def __call__(self, output: LearnerOutput) -> TrainResult:
         LocalIterator.get_metrics().counters[STEPS_TRAINED_COUNTER] += output.batch_count
-        stats = {name: value for name, value in output.stats.items() if np.ndim(value) == 0}
-        return TrainResult(learner_stats={DEFAULT_POLICY_ID: stats},
-                           num_steps_trained=output.batch_count)
+        learner_stats = {
+            policy_id: {name: value for name, value in stats.items() if np.ndim(value) == 0}
+            for policy_id, stats in stats_by_policy(output.stats).items()}
+        return TrainResult(learner_stats=learner_stats, num_steps_trained=output.batch_count)
 
     def __repr__(self) -> str:
         return "LearnerOutputToResult()"
+
+
+def replay_actor_options(config: DQNConfig) -> dict[str, Any]:
+    """The `ReplayActor` settings (over all shards) a config asks for."""
+    return {"capacity": config.buffer_size, "num_items": config.train_batch_size,
+            "learning_starts": config.learning_starts, "prioritized": config.prioritized_replay,
+            "alpha": config.prioritized_replay_alpha, "beta": config.prioritized_replay_beta,
+            "eps": config.prioritized_replay_eps}
 
 
 def apex_plan(workers: WorkerSet, config: ApexConfig) -> LocalIterator[TrainResult]:
@@ -270,21 +324,25 @@ def apex_plan(workers: WorkerSet, config: ApexConfig) -> LocalIterator[TrainResu
     num_reported = max(1, -(-config.num_workers // 3))
     workers.reported_worker_indexes = set(
         range(config.num_workers - num_reported + 1, config.num_workers + 1))
+    # Policies of their own: a buffer per trained policy in every shard, each per its config.
+    policies = replay_policy_configs(workers, config)
+    prioritized = uses_prioritized_replay(config, policies)
     replay_actors = create_replay_actors(
-        config.num_replay_buffer_shards, capacity=config.buffer_size,
-        num_items=config.train_batch_size, learning_starts=config.learning_starts,
-        prioritized=config.prioritized_replay, alpha=config.prioritized_replay_alpha,
-        beta=config.prioritized_replay_beta, eps=config.prioritized_replay_eps,
-        seed=config.seed)
+        config.num_replay_buffer_shards, **replay_actor_options(config), seed=config.seed,
+        policies=None if policies is None else {
+            policy_id: replay_actor_options(policy_config)
+            for policy_id, policy_config in policies.items()})
     # One lock between the learner thread and the plan's weight reads and target updates.
     learn_step = LockedLearnStep(
-        workers, learn=LearnWithTDErrors(workers, with_td_errors=config.prioritized_replay))
+        workers, learn=LearnWithTDErrors(workers, with_td_errors=prioritized))
     learner = LearnerThread(workers, learn=learn_step, in_queue_size=LEARNER_QUEUE_SIZE)
     # The thread starts on the plan's first step, so building or pickling a plan starts none.
     start_learner = StartLearnerThread(learner)
     # Store flow: async samples (with initial priorities) into a random shard each.
     rollouts = ParallelRollouts(workers, mode="raw")
-    if config.worker_side_prioritization:
+    if policies is not None:  # only the trained policies' rows are stored
+        rollouts = rollouts.for_each(SelectExperiences(list(policies)))
+    if any(c.worker_side_prioritization for c in (policies or {"": config}).values()):
         rollouts = rollouts.for_each(WorkerSidePriorities())
     store = (rollouts.gather_async(num_async=ROLLOUTS_IN_FLIGHT_PER_WORKER)
              .zip_with_source_actor()
@@ -297,9 +355,8 @@ def apex_plan(workers: WorkerSet, config: ApexConfig) -> LocalIterator[TrainResu
               .for_each(Enqueue(learner.inqueue, check=start_learner)))
     # Train flow: the learner's results; priorities go back to the batch's shard.
     train = Dequeue(learner.outqueue, check=start_learner)
-    if config.prioritized_replay:
+    if prioritized:
         train = train.for_each(UpdatePriorities(workers, replay_actors))
-    train = (train.for_each(LearnerOutputToResult())
-             .for_each(UpdateTargetNetwork(workers, config.target_network_update_freq,
-                                           by="trained", learn_step=learn_step)))
+    train = with_target_updates(train.for_each(LearnerOutputToResult()), workers, config,
+                                policies, by="trained", learn_step=learn_step)
     return Concurrently([store, replay, train], mode="async", output_indexes=[2])

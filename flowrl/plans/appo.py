@@ -27,6 +27,7 @@ from typing import Any
 
 from flowrl.iter import LocalIterator
 from flowrl.ops import KL_COEFF_INFO, Concurrently, LearnerOutput, LockedLearnStep
+from flowrl.ops.learner_thread import stats_by_policy
 from flowrl.plans.impala import (
     BroadcastToSourceWorkers,
     IMPALAConfig,
@@ -145,13 +146,15 @@ def _to_rows_torch(time_major: Any) -> Any:
 
 APPO_POLICY = PolicySpec(name="appo", torch_loss=appo_loss_torch, tf_loss=appo_loss_tf,
                          postprocess=None, coefficients=("kl_coeff", "entropy_coeff"),
-                         target_network=True, config_class=APPOConfig)
+                         target_network=True, config_class=APPOConfig,
+                         time_major=True)
 """APPO's policy: sampled actions, raw fragments, a target network as the old policy."""
 
 
 class UpdateTargetAndKL:
     """Refreshes the target network every `target_update_frequency` learner updates and, with
-    `use_kl_loss`, adapts the KL coefficient toward `kl_target` at the same time.
+    `use_kl_loss`, adapts the KL coefficient toward `kl_target` at the same time. With several
+    trained policies, each policy's target network and KL coefficient (from its own KLs).
 
     Takes the learner's lock, so it never changes the target network during an update.
 
@@ -176,24 +179,31 @@ class UpdateTargetAndKL:
         self.kl_target = kl_target
         self.use_kl_loss = use_kl_loss
         self.last_update_version = 0
-        self._kls: list[float] = []
+        self._kls: dict[str, list[float]] = {}
 
     def __call__(self, output: LearnerOutput) -> LearnerOutput:
         metrics = LocalIterator.get_metrics()
-        if "kl" in output.stats:
-            self._kls.append(float(output.stats["kl"]))
-        policy = self.learn_step.policy
+        # One stats dict per policy the update trained (a single policy's stats are flat).
+        per_policy = stats_by_policy(output.stats)
+        for policy_id, stats in per_policy.items():
+            if "kl" in stats:
+                self._kls.setdefault(policy_id, []).append(float(stats["kl"]))
+        policies = self.learn_step.trained_policies()
         if output.learner_version - self.last_update_version >= self.target_update_frequency:
             with self.learn_step.lock:
-                policy.update_target()
+                for policy_id, policy in policies.items():
+                    policy.update_target()
+                    kls = self._kls.get(policy_id)
+                    if self.use_kl_loss and kls:
+                        self._adapt_kl_coefficient(policy, sum(kls) / len(kls))
                 self.last_update_version = self.learn_step.version
-                if self.use_kl_loss and self._kls:
-                    self._adapt_kl_coefficient(policy, sum(self._kls) / len(self._kls))
-            self._kls = []
+            self._kls = {}
             metrics.counters[NUM_TARGET_UPDATES_COUNTER] += 1
-        coeff = float(policy.get_coefficient("kl_coeff"))
-        metrics.info[KL_COEFF_INFO] = coeff
-        output.stats["kl_coeff"] = coeff
+        for policy_id, policy in policies.items():
+            coeff = float(policy.get_coefficient("kl_coeff"))
+            metrics.info[KL_COEFF_INFO] = coeff
+            if policy_id in per_policy:
+                per_policy[policy_id]["kl_coeff"] = coeff
         return output
 
     def _adapt_kl_coefficient(self, policy: Any, mean_kl: float) -> None:

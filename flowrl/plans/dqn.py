@@ -25,6 +25,11 @@ Implementation details:
    `exploration_final_eps` over `exploration_timesteps` env steps.
 7. The target network is copied from the online one every `target_network_update_freq` env
    steps sampled (`UpdateTargetNetwork`, its own operator).
+8. Multi-agent: in shared-policy mode all agents' rows go to one buffer. With policies of
+   their own (`policies`), every trained policy has its own replay buffer built from its own
+   config (a `MultiAgentReplayBuffer`: `buffer_size`, prioritized replay, `train_batch_size`,
+   `learning_starts`), its own target-network updates and its own epsilon schedule; the
+   store and train flows are the same operators, carrying `MultiAgentBatch`es.
 
 Metrics reported: `info/learner/default_policy/{total_loss, mean_q, min_q, max_q,
 mean_td_error, grad_gnorm, cur_lr}`, plus the shared `sampler/env_steps`,
@@ -44,6 +49,7 @@ import numpy as np
 from flowrl.config import AlgorithmConfig, ModelConfig
 from flowrl.iter import LocalIterator
 from flowrl.ops import (
+    DEFAULT_POLICY_ID,
     BroadcastWeights,
     Concurrently,
     ParallelRollouts,
@@ -55,7 +61,7 @@ from flowrl.ops import (
     UpdateTargetNetwork,
 )
 from flowrl.policy import EpsilonGreedy, PolicySpec, SampleBatch, q_model
-from flowrl.replay import WEIGHTS, PrioritizedReplayBuffer, ReplayBuffer
+from flowrl.replay import WEIGHTS, MultiAgentReplayBuffer, PrioritizedReplayBuffer, ReplayBuffer
 from flowrl.workers import WorkerSet
 
 BOOTSTRAP_DISCOUNT = "bootstrap_discount"
@@ -85,6 +91,9 @@ class DQNConfig(AlgorithmConfig):
     """Env steps per `train()` call (one reported iteration)."""
     buffer_size: int = 50_000
     """Replay capacity in transitions."""
+    store_buffer_in_checkpoints: bool = False
+    """Save the replay buffer's contents with each Trainer checkpoint (large: every stored
+    transition), so a restored run resumes with a full buffer; off: it starts empty."""
     learning_starts: int = 1000
     """Transitions stored before the first gradient step."""
     target_network_update_freq: int = 500
@@ -329,14 +338,75 @@ DQN_POLICY = PolicySpec(name="dqn", torch_loss=dqn_loss_torch, tf_loss=dqn_loss_
 # ---- the plan -----------------------------------------------------------------------------
 
 
-def make_replay_buffer(config: DQNConfig) -> ReplayBuffer:
-    """The local replay buffer `config` asks for (prioritized or uniform)."""
+def replay_policy_configs(workers: WorkerSet, config: DQNConfig
+                          ) -> dict[str, DQNConfig] | None:
+    """Trained policy id -> its own config, when the workers' policies are the config's
+    `policies` (each then gets its own replay buffer and target updates); None for a
+    single-agent env or shared-policy mode (every agent on "default_policy": one buffer).
+
+    Raises:
+        ValueError: a trained policy of an algorithm without replay (use `multiagent_plan`).
+    """
+    setup = getattr(workers, "multi_agent", None)
+    if setup is None or set(setup.policy_ids) == {DEFAULT_POLICY_ID}:
+        return None
+    configs = {}
+    for policy_id in setup.policies_to_train:
+        policy_config = setup.entries[policy_id].config
+        if not isinstance(policy_config, DQNConfig):
+            raise ValueError(
+                f"Policy {policy_id!r} uses {type(policy_config).__name__}, but this plan "
+                f"trains replay-based (DQN) policies only; compose algorithms with "
+                "flowrl.plans.multiagent.multiagent_plan, or leave it out of policies_to_train.")
+        configs[policy_id] = policy_config
+    return configs
+
+
+def make_replay_buffer(config: DQNConfig, policy_configs: dict[str, DQNConfig] | None = None
+                       ) -> ReplayBuffer | MultiAgentReplayBuffer:
+    """The local replay buffer `config` asks for (prioritized or uniform); with
+    `policy_configs`, one per policy, each as its own config asks."""
+    if policy_configs:
+        return MultiAgentReplayBuffer({
+            policy_id: make_replay_buffer(dataclasses.replace(
+                policy_config, seed=None if policy_config.seed is None
+                else policy_config.seed + index))
+            for index, (policy_id, policy_config) in enumerate(policy_configs.items())})
     if config.prioritized_replay:
         return PrioritizedReplayBuffer(
             config.buffer_size, alpha=config.prioritized_replay_alpha,
             beta=config.prioritized_replay_beta, eps=config.prioritized_replay_eps,
             seed=config.seed)
     return ReplayBuffer(config.buffer_size, seed=config.seed)
+
+
+def replay_sizes(config: DQNConfig, policy_configs: dict[str, DQNConfig] | None = None
+                 ) -> dict[str, Any]:
+    """`Replay`'s `num_items` and `learning_starts`: the config's, or each policy's."""
+    if not policy_configs:
+        return {"num_items": config.train_batch_size, "learning_starts": config.learning_starts}
+    return {"num_items": {pid: c.train_batch_size for pid, c in policy_configs.items()},
+            "learning_starts": {pid: c.learning_starts for pid, c in policy_configs.items()}}
+
+
+def uses_prioritized_replay(config: DQNConfig,
+                            policy_configs: dict[str, DQNConfig] | None = None) -> bool:
+    """True if the buffer (or some policy's buffer) is prioritized."""
+    return any(c.prioritized_replay for c in (policy_configs or {"": config}).values())
+
+
+def with_target_updates(flow: LocalIterator[Any], workers: WorkerSet, config: DQNConfig,
+                        policy_configs: dict[str, DQNConfig] | None = None,
+                        **options: Any) -> LocalIterator[Any]:
+    """`flow` followed by `UpdateTargetNetwork`: the config's, or one per policy with that
+    policy's `target_network_update_freq`. `options` go to each (`by`, `learn_step`)."""
+    if not policy_configs:
+        return flow.for_each(UpdateTargetNetwork(workers, config.target_network_update_freq,
+                                                 **options))
+    for policy_id, policy_config in policy_configs.items():
+        flow = flow.for_each(UpdateTargetNetwork(
+            workers, policy_config.target_network_update_freq, policy_id=policy_id, **options))
+    return flow
 
 
 def round_robin_weights(config: DQNConfig) -> list[int]:
@@ -360,22 +430,24 @@ def round_robin_weights(config: DQNConfig) -> list[int]:
 
 
 def dqn_plan(workers: WorkerSet, config: DQNConfig) -> LocalIterator[TrainResult]:
-    """DQN as a dataflow: a store flow and a replay-train flow, in a fixed rotation."""
-    buffer = make_replay_buffer(config)
+    """DQN as a dataflow: a store flow and a replay-train flow, in a fixed rotation.
+
+    With policies of their own, each trained policy has its own buffer (a
+    `MultiAgentReplayBuffer`) and target updates; the batches are then `MultiAgentBatch`es.
+    """
+    policies = replay_policy_configs(workers, config)
+    buffer = make_replay_buffer(config, policies)
     # Store flow: sample with the current epsilon, remember, keep remote workers current.
     store = (ParallelRollouts(workers, mode="bulk_sync")
              .for_each(StoreToReplay(buffer, seed=config.seed))
              .for_each(BroadcastWeights(workers)))
     # Train flow: nothing until learning_starts transitions are stored.
-    replayed = Replay(buffer, num_items=config.train_batch_size,
-                      learning_starts=config.learning_starts)
-    if config.prioritized_replay:
+    replayed = Replay(buffer, **replay_sizes(config, policies))
+    if uses_prioritized_replay(config, policies):
         replayed = replayed.for_each(
             UpdatePriorities(workers, buffer, compute_td_errors=compute_td_errors))
-    train = (replayed
-             .for_each(TrainOneStep(workers))
-             .for_each(UpdateTargetNetwork(workers, config.target_network_update_freq,
-                                           by="sampled")))
+    train = with_target_updates(replayed.for_each(TrainOneStep(workers)), workers, config,
+                                policies, by="sampled")
     # training_intensity fixes how many replayed batches follow each stored one.
     return Concurrently([store, train], mode="round_robin", output_indexes=[1],
                         round_robin_weights=round_robin_weights(config))

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 
 from flowrl.config import AlgorithmConfig
-from flowrl.iter import LocalIterator, NonBlockingStep, executor
+from flowrl.iter import GraphLink, LocalIterator, NonBlockingStep, executor
 from flowrl.ops import (
     NUM_WEIGHT_BROADCASTS_COUNTER,
     STEPS_SAMPLED_COUNTER,
@@ -47,11 +47,13 @@ from flowrl.ops import (
     LearnerThread,
     LockedLearnStep,
     ParallelRollouts,
+    SelectExperiences,
     StartLearnerThread,
     TrainResult,
 )
-from flowrl.ops.results import DEFAULT_POLICY_ID
-from flowrl.policy import PolicySpec, SampleBatch, concat_samples
+from flowrl.ops.learner_thread import stats_by_policy
+from flowrl.ops.rollout_ops import workers_graph_link
+from flowrl.policy import MultiAgentBatch, PolicySpec, SampleBatch, concat_samples
 from flowrl.workers import WorkerSet
 
 LEARNER_THREAD_INFO = "learner_thread"
@@ -78,8 +80,9 @@ class IMPALAConfig(AlgorithmConfig):
     """Global-norm gradient clipping; None disables it."""
     vf_loss_coeff: float = 0.5
     """Weight of the value loss; typical 0.25-1."""
-    entropy_coeff: float = 0.0
-    """Weight of the entropy bonus; typical 0-0.01."""
+    entropy_coeff: float = 0.01
+    """Weight of the entropy bonus; typical 0-0.01. Without it a fast learner (lr 2e-3) can
+    collapse to one action and take a million steps to recover."""
     vtrace: bool = True
     """Correct for the workers' older policy with V-trace; False: plain n-step targets."""
     vtrace_clip_rho_threshold: float | None = 1.0
@@ -165,12 +168,14 @@ def vtrace_targets_torch(policy: Any, batch: dict, behaviour_logp: Any, target_l
     if rows % length:
         raise ValueError(_not_whole_fragments(rows, length))
     terminateds, truncateds = batch["terminateds"], batch["truncateds"]
-    last_row = torch.arange(rows) % length == length - 1
+    device = batch["rewards"].device  # the learner's (a GPU with num_gpus > 0)
+    last_row = torch.arange(rows, device=device) % length == length - 1
     needs_value = last_row | (truncateds & ~terminateds)
     index = torch.nonzero(needs_value).squeeze(1)
     with torch.no_grad():
         _, bootstrap_rows = policy.model(batch["new_obs"][index])
-    next_values = torch.zeros(rows, dtype=torch.float32).index_put((index,), bootstrap_rows)
+    next_values = torch.zeros(rows, dtype=torch.float32, device=device).index_put(
+        (index,), bootstrap_rows)
     gamma = float(config.gamma)
     rewards = batch["rewards"]
     rewards = torch.where(truncateds & ~terminateds, rewards + gamma * next_values, rewards)
@@ -288,7 +293,7 @@ def impala_loss_tf(policy: Any, batch: dict) -> tuple[Any, dict]:
 
 IMPALA_POLICY = PolicySpec(name="impala", torch_loss=impala_loss_torch, tf_loss=impala_loss_tf,
                            postprocess=None, coefficients=("entropy_coeff",),
-                           config_class=IMPALAConfig)
+                           config_class=IMPALAConfig, time_major=True)
 """IMPALA's policy: sampled actions, raw fragments (no GAE), the V-trace loss."""
 
 
@@ -424,9 +429,11 @@ class MixInReplay:
 class ConcatFragments:
     """Concatenates (source, fragment) pairs until `min_batch_size` steps; use with `.combine()`.
 
-    Consumes: (FragmentSource, SampleBatch). Yields: (TrainBatchSource, SampleBatch) of at least
-    `min_batch_size` steps, its rows the fragments' rows in order (env-major fragments stay
-    whole, so the loss can reshape them time-major).
+    Consumes: (FragmentSource, SampleBatch or MultiAgentBatch). Yields: (TrainBatchSource,
+    batch) of at least `min_batch_size` env steps, its rows the fragments' rows in order
+    (env-major fragments stay whole, so the loss can reshape them time-major). Multi-agent
+    fragments are concatenated per policy (env steps summed), keeping only `policy_ids`'
+    rows when given (the policies the learner trains).
     Metrics: none.
 
     Examples:
@@ -437,10 +444,11 @@ class ConcatFragments:
         [6]
     """
 
-    def __init__(self, min_batch_size: int) -> None:
+    def __init__(self, min_batch_size: int, *, policy_ids: list[str] | None = None) -> None:
         if min_batch_size < 1:
             raise ValueError(f"min_batch_size must be at least 1, got {min_batch_size=}.")
         self.min_batch_size = min_batch_size
+        self.policy_ids = None if policy_ids is None else list(policy_ids)
         self._sources: list[FragmentSource] = []
         self._batches: list[SampleBatch] = []
         self._count = 0
@@ -453,12 +461,16 @@ class ConcatFragments:
         self._count += len(batch)
         if self._count < self.min_batch_size:
             return []
-        out = (TrainBatchSource(tuple(self._sources)), concat_samples(self._batches))
+        batch = concat_samples(self._batches)
+        if self.policy_ids is not None and isinstance(batch, MultiAgentBatch):
+            batch = SelectExperiences(self.policy_ids)(batch)
+        out = (TrainBatchSource(tuple(self._sources)), batch)
         self._sources, self._batches, self._count = [], [], 0
         return [out]
 
     def __repr__(self) -> str:
-        return f"ConcatFragments(min_batch_size={self.min_batch_size})"
+        chosen = "" if self.policy_ids is None else f", policy_ids={self.policy_ids}"
+        return f"ConcatFragments(min_batch_size={self.min_batch_size}{chosen})"
 
 
 # ---- after each learner update ------------------------------------------------------------------
@@ -564,7 +576,8 @@ class BroadcastToSourceWorkers:
                 self.workers.set_weights_of(worker, self._weights_ref, global_vars)
                 self.versions.set(worker, self._weights_version)
                 metrics.counters[NUM_WEIGHT_BROADCASTS_COUNTER] += 1
-        return TrainResult(learner_stats={DEFAULT_POLICY_ID: dict(output.stats)},
+        return TrainResult(learner_stats={pid: dict(stats) for pid, stats
+                                          in stats_by_policy(output.stats).items()},
                            num_steps_trained=output.batch_count)
 
     def _refresh_weights_if_due(self) -> None:
@@ -573,7 +586,7 @@ class BroadcastToSourceWorkers:
                        and self.learn_step.version == self._weights_version):
             return
         with self.learn_step.lock:
-            weights = self.learn_step.policy.get_weights()
+            weights = self.learn_step.get_weights()  # all trained policies' (multi-agent)
             version = self.learn_step.version
         self._weights_ref = executor.put(weights)
         self._weights_version = version
@@ -584,6 +597,13 @@ class BroadcastToSourceWorkers:
         state = dict(self.__dict__)
         state["_weights_ref"] = None  # an object-store reference does not outlive a run
         return state
+
+    def graph_links(self) -> list[GraphLink]:
+        """A dashed "weights" edge back to the rollout workers' source (none without remote
+        workers: the driver samples with the learner's own policy)."""
+        if not self.workers.remote_workers():
+            return []
+        return [workers_graph_link(self.workers, "to", "weights")]
 
     def __repr__(self) -> str:
         return f"BroadcastToSourceWorkers(broadcast_interval={self.broadcast_interval})"
@@ -628,7 +648,10 @@ def build_learner_flows(workers: WorkerSet, config: IMPALAConfig) -> LearnerFlow
         fragments = fragments.combine(MixInReplay(
             num_slots=config.replay_buffer_num_slots,
             replay_proportion=config.replay_proportion, seed=config.seed))
-    train_batches = fragments.combine(ConcatFragments(min_batch_size=config.train_batch_size))
+    setup = getattr(workers, "multi_agent", None)
+    train_batches = fragments.combine(ConcatFragments(
+        min_batch_size=config.train_batch_size,
+        policy_ids=None if setup is None else list(setup.policies_to_train)))
     # The learner thread trains while the plan keeps sampling.
     enqueue = train_batches.for_each(Enqueue(learner.inqueue, check=start))
     dequeue = Dequeue(learner.outqueue, check=start).for_each(

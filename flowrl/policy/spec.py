@@ -91,6 +91,9 @@ class PolicySpec:
     """Keep a target copy of the model (`policy.target_model`, `policy.update_target(tau)`)."""
     config_class: type | None = None
     """The algorithm's config class; lets `build` accept a plain dict of overrides."""
+    time_major: bool = False
+    """The loss reshapes the rows to time-major [T, B] (V-trace): every agent stream of a
+    sample must be a whole fragment of `rollout_fragment_length` rows."""
 
     def loss_for(self, framework: str) -> LossFn:
         """The loss of `framework`, or a clear error when the algorithm has none for it."""

@@ -2,11 +2,19 @@
 
 `ReplayBuffer` samples uniformly; `PrioritizedReplayBuffer` samples in proportion to
 priority^alpha and returns importance weights. Both store `SampleBatch` columns in preallocated
-numpy rings and know nothing about Ray or deep-learning frameworks. See docs/replay.md.
+numpy rings and know nothing about Ray or deep-learning frameworks. `MultiAgentReplayBuffer`
+holds one of them per policy id (multi-agent plans). See docs/replay.md.
 """
 
 from flowrl.replay.buffer import ReplayBuffer
-from flowrl.replay.prioritized import BATCH_INDEXES, WEIGHTS, PrioritizedReplayBuffer
+from flowrl.replay.multi_agent import MultiAgentReplayBuffer
+from flowrl.replay.prioritized import (
+    BATCH_INDEXES,
+    WEIGHTS,
+    PrioritizedReplayBuffer,
+    add_with_priorities,
+)
 from flowrl.replay.segment_tree import SumMinTree
 
-__all__ = ["BATCH_INDEXES", "WEIGHTS", "PrioritizedReplayBuffer", "ReplayBuffer", "SumMinTree"]
+__all__ = ["BATCH_INDEXES", "WEIGHTS", "MultiAgentReplayBuffer", "PrioritizedReplayBuffer",
+           "ReplayBuffer", "SumMinTree", "add_with_priorities"]

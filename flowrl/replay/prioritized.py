@@ -235,6 +235,37 @@ class PrioritizedReplayBuffer(ReplayBuffer):
                 f"alpha={self._alpha}, beta={self._beta})")
 
 
+def add_with_priorities(buffer: Any, batch: Any, priorities: Any = None) -> None:
+    """Adds `batch` to `buffer`; with `priorities`, the new rows get them instead of the
+    buffer's current maximum (worker-side prioritization).
+
+    A `MultiAgentReplayBuffer` takes a `MultiAgentBatch` and `{policy id: priorities}`.
+
+    Raises:
+        ValueError: priorities for a uniform buffer, or not one per row (nothing is added).
+    """
+    if not isinstance(buffer, ReplayBuffer):  # one buffer per policy: it splits the batch
+        buffer.add(batch, priorities)
+        return
+    rows = len(next(iter(batch.values()))) if batch else 0
+    if priorities is not None:
+        if not isinstance(buffer, PrioritizedReplayBuffer):
+            raise ValueError("initial priorities need a PrioritizedReplayBuffer (prioritized "
+                             "replay); drop the priorities or use a prioritized buffer")
+        priorities = np.asarray(priorities, dtype=np.float64).reshape(-1)
+        if len(priorities) != rows:
+            raise ValueError(f"add needs one initial priority per row: {rows} rows, "
+                             f"{len(priorities)} priorities")
+    buffer.add(batch if isinstance(batch, SampleBatch) else SampleBatch(dict(batch)))
+    if priorities is not None and rows:
+        # The ring writes rows in order, so the batch's last `kept` rows sit in the slots just
+        # before the one the next row will go to.
+        kept = min(rows, buffer.capacity)
+        next_slot = buffer._ring.next_index  # noqa: SLF001 - the ring's write position
+        slots = (next_slot - kept + np.arange(kept)) % buffer.capacity
+        buffer.update_priorities(slots, priorities[rows - kept:])
+
+
 def _non_negative(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {value!r}")

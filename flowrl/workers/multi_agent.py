@@ -496,7 +496,13 @@ class MultiAgentRolloutWorker(RolloutWorker):
         first_slots = records[0].slots
         regular = not keep_partial and all(
             np.array_equal(record.slots, first_slots) for record in records)
+        if getattr(policy.spec, "time_major", False) and not (
+                regular and len(records) == self.rollout_fragment_length):
+            self._reject_uneven_streams(policy_id, policy, records)
         if regular:
+            # Columns of the (steps, agents) grid are agent streams; postprocess_fragment
+            # returns them stream by stream (env-major), each `steps` rows long, as the
+            # time-major losses (V-trace) reshape them.
             grid = {name: np.stack([record.columns[name] for record in records])
                     for name in records[0].columns}
             return [policy.postprocess_fragment(grid)]
@@ -524,6 +530,26 @@ class MultiAgentRolloutWorker(RolloutWorker):
                     carried.clear()
             out.append(policy.postprocess_trajectory(piece))
         return out
+
+    def _reject_uneven_streams(self, policy_id: str, policy: Any,
+                               records: list[_StepRecord]) -> None:
+        """Raises for a time-major policy (V-trace) whose agents did not all act at every step
+        of the fragment: their streams are not whole `rollout_fragment_length`-row fragments."""
+        steps_per_slot = collections.Counter(
+            int(slot) for record in records for slot in record.slots)
+        length = self.rollout_fragment_length
+        uneven = sorted({agent for agent, position in self._agent_positions.items()
+                         for slot, steps in steps_per_slot.items()
+                         if slot % self._slots_per_env == position and steps != length},
+                        key=str)
+        raise ValueError(
+            f"Policy {policy_id!r} ({policy.spec.name}) trains with V-trace, which needs every "
+            f"agent stream to be a whole fragment of rollout_fragment_length="
+            f"{length} steps, but agents {uneven or '(its agents)'} did not act at every "
+            f"step of the fragment: agents finishing (or joining) before their env's episode "
+            f"ends are not supported by V-trace plans (IMPALA, APPO) yet. Use an algorithm that "
+            f"cuts per-agent trajectories instead (PPO, A2C, A3C, PG), or make the env keep all "
+            f"agents until the episode ends.")
 
     # --- weights and stats --------------------------------------------------------------------
 

@@ -220,3 +220,90 @@ def test_bad_arguments():
         LearnerThread(None, learn=lambda batch: {}, timeout_s=0)
     with pytest.raises(TypeError, match="local_worker\\(\\).policy.learn_on_batch"):
         LearnerThread(object())
+
+
+# --- the locked learn step with several policies ---------------------------------------------
+
+
+class RowsPolicy:
+    """Records the rows it trained on and the timesteps it was told."""
+
+    def __init__(self, weight):
+        self.rows, self.timesteps, self.weight = [], [], weight
+
+    def learn_on_batch(self, batch):
+        self.rows.append(batch["x"].tolist())
+        return {"loss": float(batch["x"].sum())}
+
+    def on_global_var_update(self, global_vars):
+        self.timesteps.append(global_vars["timestep"])
+
+    def get_weights(self):
+        return {"w": self.weight}
+
+
+def multi_agent_learner(to_train=("p1", "p2")):
+    policies = {"p1": RowsPolicy(1), "p2": RowsPolicy(2), "p3": RowsPolicy(3)}
+    worker = types.SimpleNamespace(
+        multi_agent=True, policy_map=policies, policies_to_train=tuple(to_train),
+        get_policy=policies.__getitem__,
+        get_weights=lambda ids: {pid: policies[pid].get_weights() for pid in ids})
+    return policies, types.SimpleNamespace(local_worker=lambda: worker)
+
+
+def ma_batch(**rows):
+    import numpy as np
+
+    from flowrl.policy import MultiAgentBatch, SampleBatch
+
+    return MultiAgentBatch({pid: SampleBatch({"x": np.asarray(x, dtype=float)})
+                            for pid, x in rows.items()}, env_steps=2)
+
+
+def test_locked_learn_step_trains_each_trained_policy_on_its_own_rows():
+    from flowrl.ops import LockedLearnStep
+    from flowrl.ops.learner_thread import stats_by_policy
+
+    policies, workers = multi_agent_learner(to_train=("p1", "p2"))
+    step = LockedLearnStep(workers)
+    step.timestep = 7
+    stats = step(ma_batch(p1=[1, 2], p2=[3, 4], p3=[5, 6]))
+    assert stats == {"p1": {"loss": 3.0}, "p2": {"loss": 7.0}} and step.version == 1
+    assert policies["p1"].rows == [[1, 2]] and policies["p2"].rows == [[3, 4]]
+    assert policies["p3"].rows == [] and policies["p3"].timesteps == []
+    assert policies["p1"].timesteps == [7] == policies["p2"].timesteps
+    assert stats_by_policy(stats) == stats
+    assert set(step.trained_policies()) == {"p1", "p2"}
+    assert step.get_weights() == {"p1": {"w": 1}, "p2": {"w": 2}}
+
+
+def test_locked_learn_step_takes_a_shared_policy_batch_as_that_policys_rows():
+    from flowrl.ops import LockedLearnStep
+    from flowrl.ops.learner_thread import stats_by_policy
+
+    policy = RowsPolicy(0)
+    step = LockedLearnStep(fake_workers(policy))
+    stats = step(ma_batch(default_policy=[1, 2, 3]))
+    assert stats == {"loss": 6.0} and policy.rows == [[1, 2, 3]]
+    assert stats_by_policy(stats) == {"default_policy": {"loss": 6.0}}
+
+
+def test_a_custom_learn_function_gets_only_the_trained_policies_rows():
+    from flowrl.ops import LockedLearnStep
+
+    _, workers = multi_agent_learner(to_train=("p1", "p2"))
+    seen = []
+    step = LockedLearnStep(workers, learn=lambda batch: seen.append(batch) or {
+        pid: {"rows": len(rows)} for pid, rows in batch.policy_batches.items()})
+    assert step(ma_batch(p1=[1], p2=[2, 3], p3=[4])) == {"p1": {"rows": 1}, "p2": {"rows": 2}}
+    assert set(seen[0].policy_batches) == {"p1", "p2"}
+
+
+def test_learner_thread_counts_agent_steps_of_multi_agent_batches(started):
+    from flowrl.ops import LockedLearnStep
+
+    _, workers = multi_agent_learner()
+    learner = started(workers, learn=LockedLearnStep(workers))
+    learner.inqueue.put(ma_batch(p1=[1, 2], p2=[3, 4, 5]))
+    output = learner.outqueue.get(timeout=10)
+    assert output.batch_count == 5 and set(output.stats) == {"p1", "p2"}

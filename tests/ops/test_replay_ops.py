@@ -22,8 +22,13 @@ from flowrl.ops import (
     UpdatePriorities,
     UpdateTargetNetwork,
 )
-from flowrl.policy import SampleBatch
-from flowrl.replay import BATCH_INDEXES, PrioritizedReplayBuffer, ReplayBuffer
+from flowrl.policy import MultiAgentBatch, SampleBatch
+from flowrl.replay import (
+    BATCH_INDEXES,
+    MultiAgentReplayBuffer,
+    PrioritizedReplayBuffer,
+    ReplayBuffer,
+)
 from flowrl.workers.replay_actor import ReplayActor, add_with_priorities, create_replay_actors
 
 
@@ -230,6 +235,108 @@ def test_a_killed_replay_actor_is_reported_clearly(executor):
     assert "StoreToReplay" in message
     assert "replay actor 0 of 2" in message and "died" in message
     actors_api.kill(actors[1])
+
+
+class _MultiAgentWorkers:
+    """A learner with one fake policy per id (`get_policy`), as a multi-agent worker has."""
+
+    def __init__(self, *policy_ids):
+        self.policies = {pid: _Policy() for pid in policy_ids}
+
+    def local_worker(self):
+        return self
+
+    def get_policy(self, policy_id):
+        return self.policies[policy_id]
+
+
+def _multi_agent_rows(start: int, count: int, *policy_ids: str) -> MultiAgentBatch:
+    return MultiAgentBatch({pid: _rows(start + 100 * index, count)
+                            for index, pid in enumerate(policy_ids)}, env_steps=count)
+
+
+def test_replay_ops_store_replay_and_prioritize_per_policy_locally(local_executor):
+    buffer = MultiAgentReplayBuffer({
+        "p1": PrioritizedReplayBuffer(32, alpha=1.0, beta=1.0, eps=0.0, seed=0),
+        "p2": ReplayBuffer(32, seed=0)})
+    workers = _MultiAgentWorkers("p1", "p2")
+    scored = []
+
+    def td_errors(policy, batch):
+        scored.append(policy)
+        return np.full(len(batch), 5.0)
+
+    def with_priorities(batch):  # worker-side priorities on p1's rows only
+        p1 = batch.policy_batches["p1"]
+        parts = {**batch.policy_batches, "p1": SampleBatch({**p1, PRIORITIES: np.full(len(p1),
+                                                                                     2.0)})}
+        return MultiAgentBatch(parts, batch.env_steps)
+
+    def rollouts():
+        start = 0
+        while True:
+            yield with_priorities(_multi_agent_rows(start, 2, "p1", "p2", "p3"))
+            start += 2
+
+    store = LocalIterator(rollouts, name="rollouts").for_each(StoreToReplay(buffer))
+    train = (Replay(buffer, num_items={"p1": 3, "p2": 4}, learning_starts={"p1": 2, "p2": 6})
+             .for_each(UpdatePriorities(workers, buffer, compute_td_errors=td_errors)))
+    plan = Concurrently([store, train], mode="round_robin", output_indexes=[1])
+    first = plan.take(1)[0]
+    assert {pid: len(rows) for pid, rows in first.policy_batches.items()} == {"p1": 3}
+    assert buffer.buffers["p1"].max_priority == pytest.approx(5.0)  # worker-side 2, then TD 5
+    later = plan.take(3)[-1]
+    assert {pid: len(rows) for pid, rows in later.policy_batches.items()} == {"p1": 3, "p2": 4}
+    assert scored and all(policy is workers.policies["p1"] for policy in scored)
+    metrics = plan.shared_metrics.get()
+    assert metrics.counters["replay/rows_added"] == 2 * 2 * 4  # p3 has no buffer
+    with pytest.raises(ValueError, match="num_items >= 1 for each policy"):
+        Replay(buffer, num_items={"p1": 3}, learning_starts=0)
+    with pytest.raises(ValueError, match="per policy only from a MultiAgentReplayBuffer"):
+        Replay(ReplayBuffer(4), num_items={"p1": 3})
+
+
+def test_a_single_buffer_refuses_rows_of_several_policies(local_executor):
+    op = StoreToReplay(ReplayBuffer(8))
+    with pytest.raises(FlowError, match="store into a MultiAgentReplayBuffer"):
+        LocalIterator(lambda: [_multi_agent_rows(0, 2, "p1", "p2")], name="rows"
+                      ).for_each(op).take(1)
+    shared = MultiAgentBatch({"default_policy": _rows(0, 2)}, env_steps=2)
+    buffer = ReplayBuffer(8)
+    LocalIterator(lambda: [shared], name="rows").for_each(StoreToReplay(buffer)).take(1)
+    assert len(buffer) == 2  # shared-policy mode: the one policy's rows
+    with pytest.raises(TypeError, match="holds one buffer, but got a MultiAgentBatch"):
+        ReplayActor(8, num_items=2).add(_multi_agent_rows(0, 2, "p1", "p2"))
+
+
+def test_replay_actors_hold_a_buffer_per_policy(executor):
+    actors = create_replay_actors(2, capacity=40, num_items=2, learning_starts=4, alpha=1.0,
+                                  eps=0.0, seed=0, policies={
+                                      "p1": {}, "p2": {"prioritized": False, "num_items": 3}})
+    store = LocalIterator(lambda: (_multi_agent_rows(2 * i, 2, "p1", "p2")
+                                   for i in range(1_000_000)), name="rollouts")
+    store = store.for_each(StoreToReplay(actors, seed=1))
+    plan = Concurrently([store, Replay(actors)], mode="async", output_indexes=[1])
+    actor, batch = plan.take(1)[0]
+    assert {pid: len(rows) for pid, rows in batch.policy_batches.items()} == {"p1": 2, "p2": 3}
+    assert BATCH_INDEXES in batch.policy_batches["p1"]
+    assert BATCH_INDEXES not in batch.policy_batches["p2"]
+    stats = actors_api.get(actors_api.call(actor, "stats"))
+    assert set(stats["policies"]) == {"p1", "p2"} and stats["learning_starts"] == {
+        "p1": 2, "p2": 2}  # each policy's learning_starts split over the two shards
+    assert stats["policies"]["p1"]["capacity"] == 20
+    output = LearnerOutput(source=actor, batch_count=5, learner_version=1, stats={
+        "p1": {"loss": 1.0, TD_ERRORS: np.array([-7.0, 2.0]),
+               BATCH_INDEXES: batch.policy_batches["p1"][BATCH_INDEXES]},
+        "p2": {"loss": 2.0}})
+    (result,) = LocalIterator(lambda: [output], name="learner").for_each(
+        UpdatePriorities(None, actors)).take(1)
+    assert result.stats == {"p1": {"loss": 1.0}, "p2": {"loss": 2.0}}
+    time.sleep(0.2) if executor == "ray" else None
+    stats = actors_api.get(actors_api.call(actor, "stats"))
+    assert stats["policies"]["p1"]["max_priority"] == pytest.approx(7.0)
+    for shard in actors:
+        actors_api.kill(shard)
 
 
 @pytest.mark.parametrize("module_name", ["flowrl.ops.replay_ops", "flowrl.workers.replay_actor",

@@ -108,3 +108,111 @@ def test_averaged_microbatch_gradients_equal_the_full_batch_gradient(no_remote_w
 def test_unknown_update_mode_lists_valid_values(no_remote_workers):
     with pytest.raises(ValueError, match=r"update='some'.*\['all', 'source', 'none'\]"):
         ApplyGradients(no_remote_workers, update="some")
+
+
+# --- per-policy gradients (multi-agent workers) ----------------------------------------------
+
+
+def multi_agent_workers(num_workers=0, policies=("p1", "p2"), **overrides):
+    """A WorkerSet on MultiAgentArena: one A2C policy per agent (or one shared policy)."""
+    from flowrl.config import from_dict
+    from flowrl.envs import MultiAgentArena
+    from flowrl.plans.a2c import A2CConfig
+    from flowrl.plans.pg import PG_POLICY
+    from flowrl.workers import WorkerSet
+
+    extra = {} if policies is None else {
+        "policies": {pid: {} for pid in policies},
+        "policy_mapping": dict(zip(["agent1", "agent2"], policies))}
+    config = from_dict(A2CConfig, {
+        "num_workers": num_workers, "num_envs_per_worker": 2, "rollout_fragment_length": 5,
+        "num_cpus_per_worker": 0, "seed": 1, "model": {"fcnet_hiddens": [8]},
+        "env_config": {"timestep_limit": 10}, **extra, **overrides})
+    resolved = None
+    if policies is not None:
+        from flowrl.plans import get_algorithm
+        from flowrl.plans.multiagent import resolve_policies
+
+        resolved = resolve_policies(config, get_algorithm("a2c"))
+    return WorkerSet(env_creator=MultiAgentArena, policy_spec=PG_POLICY, config=config,
+                     policies=resolved)
+
+
+def test_gradients_are_computed_per_trained_policy_on_its_own_rows(local_executor):
+    from flowrl.ops import MultiAgentGradients
+    from flowrl.ops.train_ops import compute_gradients
+
+    workers = multi_agent_workers(policies_to_train=["p1"])
+    try:
+        worker = workers.local_worker()
+        batch = worker.sample()
+        out = compute_gradients(worker, batch)
+        assert isinstance(out, MultiAgentGradients)
+        assert set(out.policy_gradients) == {"p1"} and out.env_steps == batch.env_steps == 10
+        p1 = out.policy_gradients["p1"]
+        assert p1.count == len(batch.policy_batches["p1"])
+        expected, _ = worker.get_policy("p1").compute_gradients(batch.policy_batches["p1"])
+        for a, b in zip(p1.grads, expected):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        both = compute_gradients(worker, batch, policy_ids=["p1", "p2"])
+        assert set(both.policy_gradients) == {"p1", "p2"} and both.count == 20
+    finally:
+        workers.stop()
+
+
+def test_shared_policy_gradients_belong_to_default_policy_and_count_env_steps(local_executor):
+    from flowrl.ops.rollout_ops import _env_steps
+    from flowrl.ops.train_ops import compute_gradients
+
+    workers = multi_agent_workers(policies=None)
+    try:
+        batch = workers.local_worker().sample()
+        out = compute_gradients(workers.local_worker(), batch)
+        assert set(out.policy_gradients) == {"default_policy"}
+        assert out.count == 20 and _env_steps(out) == 10  # 2 agents x 10 env steps
+    finally:
+        workers.stop()
+
+
+def test_apply_gradients_per_policy_sends_only_changed_policies_in_one_put(local_executor,
+                                                                         monkeypatch):
+    from flowrl.ops import MultiAgentGradients
+    from flowrl.ops.train_ops import compute_gradients
+
+    workers = multi_agent_workers(num_workers=1)
+    try:
+        local = workers.local_worker()
+        frozen = {k: v.copy() for k, v in local.get_policy("p2").get_weights().items()}
+        before = {k: v.copy() for k, v in local.get_policy("p1").get_weights().items()}
+        grads = compute_gradients(local, local.sample(), policy_ids=["p1"])
+        sent, puts = [], []
+        real_put = ex.put
+        monkeypatch.setattr(ex, "put", lambda value: puts.append(value) or real_put(value))
+        monkeypatch.setattr(workers, "set_weights_of",
+                            lambda handle, ref, global_vars=None: sent.append((handle, ref)))
+        source = workers.remote_workers()[0]
+        from flowrl.iter import LocalIterator
+
+        plan = LocalIterator(lambda: iter([(source, grads)]), name="grads").for_each(
+            ApplyGradients(workers, update="source"))
+        result = next(iter(plan))
+        assert isinstance(grads, MultiAgentGradients)
+        assert set(result.learner_stats) == {"p1"} and result.num_steps_trained == grads.count
+        after = local.get_weights()
+        assert not _same(after["p1"], before) and _same(after["p2"], frozen)
+        assert len(puts) == 1 and set(puts[0]) == {"p1"}  # only p1 changed, serialized once
+        assert [handle for handle, _ in sent] == [source]
+    finally:
+        workers.stop()
+
+
+def test_average_gradients_averages_each_policy_and_sums_env_steps():
+    from flowrl.ops import MultiAgentGradients
+
+    items = [MultiAgentGradients({"p1": Gradients([np.array([2.0])], {"loss": 1.0}, 1),
+                                  "p2": Gradients([np.array([5.0])], {"loss": 5.0}, 2)}, 10),
+             MultiAgentGradients({"p1": Gradients([np.array([4.0])], {"loss": 3.0}, 3)}, 10)]
+    out = AverageGradients()(items)
+    assert out.env_steps == 20 and set(out.policy_gradients) == {"p1", "p2"}
+    assert out.policy_gradients["p1"].grads[0].tolist() == [3.5]
+    assert out.policy_gradients["p2"].count == 2

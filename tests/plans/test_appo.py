@@ -9,9 +9,8 @@ import pytest
 import flowrl
 from flowrl.config import from_dict
 from flowrl.iter.metrics import MetricsContext
-from flowrl.ops import LearnerOutput
+from flowrl.ops import LearnerOutput, LockedLearnStep
 from flowrl.plans.appo import APPO_POLICY, APPOConfig, UpdateTargetAndKL
-from flowrl.ops import LockedLearnStep
 from flowrl.policy import SampleBatch
 
 FRAMEWORKS = ["torch", pytest.param("tf", marks=pytest.mark.tf)]

@@ -8,7 +8,9 @@ import pytest
 
 import flowrl
 from flowrl.envs import MultiAgentArena
+from flowrl.ops import StoreToReplay
 from flowrl.plans.multiagent import multiagent_plan
+from flowrl.replay import MultiAgentReplayBuffer, PrioritizedReplayBuffer, ReplayBuffer
 from flowrl.workers.multi_agent import MultiAgentRolloutWorker
 
 FRAMEWORKS = ["torch", pytest.param("tf", marks=pytest.mark.tf)]
@@ -181,6 +183,110 @@ def test_composed_ppo_and_dqn_plan_trains_both_algorithms(framework, executor):
         assert stage in labels, (stage, labels)
 
 
+REPLAY_TINY = {"num_envs_per_worker": 2, "rollout_fragment_length": 10, "seed": 3,
+               "num_cpus_per_worker": 0, "model": {"fcnet_hiddens": [16]},
+               "env_config": {"width": 4, "height": 4, "timestep_limit": 10},
+               "learning_starts": 20, "train_batch_size": 16}
+UNIFORM_P2 = {"buffer_size": 300, "prioritized_replay": False, "exploration_final_eps": 0.5,
+              "exploration_timesteps": 40, "target_network_update_freq": 1000}
+
+
+def test_dqn_trains_independent_policies_each_with_its_own_buffer(executor):
+    config = {**REPLAY_TINY, "num_workers": 1, "min_steps_per_iteration": 40,
+              "target_network_update_freq": 40, "policy_mapping": BY_AGENT,
+              "policies": {"p1": {}, "p2": {"config": UNIFORM_P2}}}
+    trainer = flowrl.Trainer("dqn", env="MultiAgentArena-v0", config=config)
+    try:
+        before = {pid: weights_of(trainer, pid) for pid in ("p1", "p2")}
+        results = [trainer.train() for _ in range(3)]
+        buffer = trainer.plan.operators(StoreToReplay)[0].local_buffer
+        epsilons = {pid: trainer.get_policy(pid).action_selector.epsilon for pid in ("p1", "p2")}
+        plan = repr(trainer.plan)
+        changed = {pid: any(not np.allclose(value, before[pid][name]) for name, value in
+                            trainer.get_policy(pid).get_weights().items()) for pid in before}
+    finally:
+        trainer.stop()
+    result = results[-1]
+    assert set(result["info"]["learner"]) == {"p1", "p2"}
+    assert all("mean_q" in stats for stats in result["info"]["learner"].values())
+    assert set(result["policy_reward_mean"]) == {"p1", "p2"}
+    assert changed == {"p1": True, "p2": True}
+    # Each policy has its own buffer, built from its own config, and both got rows.
+    assert isinstance(buffer, MultiAgentReplayBuffer)
+    assert isinstance(buffer.buffers["p1"], PrioritizedReplayBuffer)
+    assert type(buffer.buffers["p2"]) is ReplayBuffer and buffer.buffers["p2"].capacity == 300
+    assert min(buffer.sizes().values()) >= 20
+    assert result["info"]["counters"]["replay/priority_updates"] > 0  # p1's
+    # Its own epsilon schedule (p2: 0.5 after 40 steps; p1 still near 1) and target updates.
+    assert epsilons["p2"] == pytest.approx(0.5) and epsilons["p1"] > 0.9
+    assert "target_network_update_freq=40, by='sampled', policy_id='p1'" in plan
+    assert "target_network_update_freq=1000, by='sampled', policy_id='p2'" in plan
+    assert result["info"]["counters"]["learner/target_updates"] >= 1
+
+
+def test_per_policy_replay_buffers_are_restored_from_a_checkpoint(tmp_path, local_executor):
+    config = {**REPLAY_TINY, "num_workers": 0, "min_steps_per_iteration": 40,
+              "store_buffer_in_checkpoints": True, "policy_mapping": BY_AGENT,
+              "policies": {"p1": {}, "p2": {"config": UNIFORM_P2}}}
+
+    def buffer_of(trainer):
+        return trainer.plan.operators(StoreToReplay)[0].local_buffer
+
+    trainer = flowrl.Trainer("dqn", env="MultiAgentArena-v0", config=config)
+    try:
+        trainer.train()
+        path = trainer.save(str(tmp_path))
+        saved = buffer_of(trainer).stats()
+    finally:
+        trainer.stop()
+    restored = flowrl.Trainer("dqn", env="MultiAgentArena-v0", config=config)
+    try:
+        restored.restore(path)
+        assert buffer_of(restored).stats() == saved
+        assert set(restored.train()["info"]["learner"]) == {"p1", "p2"}
+    finally:
+        restored.stop()
+
+
+def _train_apex_until_both_learn(config):
+    trainer = flowrl.Trainer("apex", env="MultiAgentArena-v0", config=config)
+    try:
+        learner, result = {}, trainer.train()
+        learner.update(result["info"]["learner"])
+        while len(learner) < len(trainer.workers.multi_agent.policies_to_train):
+            result = trainer.train()
+            learner.update(result["info"]["learner"])
+            assert result["training_iteration"] < 20, result["info"]["counters"]
+        return learner, trainer.train()
+    finally:
+        trainer.stop()
+
+
+APEX_TINY = {**REPLAY_TINY, "num_workers": 1, "num_replay_buffer_shards": 1,
+             "buffer_size": 1000, "max_weight_sync_delay": 20, "min_steps_per_iteration": 100,
+             "target_network_update_freq": 32}
+
+
+def test_apex_shared_policy_mode(local_executor):
+    learner, result = _train_apex_until_both_learn(APEX_TINY)
+    assert set(learner) == {"default_policy"} and "mean_q" in learner["default_policy"]
+    counters = result["info"]["counters"]
+    assert counters["replay/priority_updates"] > 0 and counters["learner/weight_broadcasts"] > 0
+    assert np.isfinite(result["policy_reward_mean"]["default_policy"])
+
+
+def test_apex_trains_independent_policies_with_per_policy_replay(executor):
+    config = {**APEX_TINY, "policy_mapping": BY_AGENT, "policies": {
+        "p1": {}, "p2": {"config": {**UNIFORM_P2, "worker_side_prioritization": False}}}}
+    learner, result = _train_apex_until_both_learn(config)
+    assert set(learner) == {"p1", "p2"}
+    assert all("mean_q" in stats and "td_errors" not in stats for stats in learner.values())
+    counters = result["info"]["counters"]
+    assert counters["replay/priority_updates"] > 0 and counters["learner/weight_broadcasts"] > 0
+    assert counters["learner/target_updates"] >= 1
+    assert set(result["policy_reward_mean"]) == {"p1", "p2"}
+
+
 def test_checkpoint_restores_every_policy(tmp_path, local_executor):
     trainer = flowrl.Trainer("ppo", env="MultiAgentArena-v0", config=arena_config())
     try:
@@ -234,3 +340,92 @@ def test_agent1_learns_to_explore_a_small_arena(tmp_path, local_executor):
     result = flowrl.run("ppo", env="MultiAgentArena-v0", config=config, local_mode=True,
                         verbose=0, stop={"timesteps_total": 6_000}, log_dir=str(tmp_path))
     assert result["policy_reward_mean"]["p1"] >= 1.5, result["policy_reward_mean"]
+
+
+# --- A3C, IMPALA and APPO: shared and independent policies -----------------------------------
+
+ASYNC_ALGOS = {
+    "a3c": {"num_workers": 1},
+    "impala": {"num_workers": 1, "train_batch_size": 40, "min_time_s_per_iteration": 0.1},
+    "appo": {"num_workers": 1, "train_batch_size": 40, "min_time_s_per_iteration": 0.1},
+}
+
+
+def async_config(algo, **overrides) -> dict:
+    config = {"num_envs_per_worker": 2, "rollout_fragment_length": 10, "seed": 3,
+              "num_cpus_per_worker": 0, "model": {"fcnet_hiddens": [16]},
+              "env_config": {"timestep_limit": 10}, **ASYNC_ALGOS[algo], **overrides}
+    return config
+
+
+def train_async(algo, config, iterations=3):
+    trainer = flowrl.Trainer(algo, env="MultiAgentArena-v0", config=config)
+    try:
+        policy_ids = list(trainer.workers.local_worker().policy_map)
+        before = {pid: weights_of(trainer, pid) for pid in policy_ids}
+        results = [trainer.train() for _ in range(iterations)]
+        after = {pid: weights_of(trainer, pid) for pid in policy_ids}
+    finally:
+        trainer.stop()
+    changed = {pid for pid in policy_ids
+               if any(not np.allclose(after[pid][k], before[pid][k]) for k in after[pid])}
+    return results[-1], changed
+
+
+@pytest.mark.parametrize("algo", sorted(ASYNC_ALGOS))
+@pytest.mark.parametrize("mode", ["shared", "independent"])
+def test_async_algorithms_train_shared_and_independent_policies(algo, mode, local_executor):
+    extra = {} if mode == "shared" else {"policies": TWO_POLICIES, "policy_mapping": BY_AGENT}
+    result, changed = train_async(algo, async_config(algo, **extra))
+    policy_ids = {"default_policy"} if mode == "shared" else {"p1", "p2"}
+    assert set(result["info"]["learner"]) == policy_ids
+    assert changed == policy_ids
+    for pid in policy_ids:
+        assert np.isfinite(result["info"]["learner"][pid]["total_loss"]), pid
+        assert np.isfinite(result["policy_reward_mean"][pid]), pid
+    if algo == "appo":
+        assert all(result["info"]["learner"][pid]["kl_coeff"] > 0 for pid in policy_ids)
+        assert result["info"]["counters"]["learner/target_updates"] >= 1
+    if algo != "a3c":
+        assert result["info"]["learner_thread"]["num_updates"] >= 1  # its stats as before
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_appo_independent_policies_on_both_executors(framework, executor):
+    result, changed = train_async("appo", async_config(
+        "appo", framework=framework, policies=TWO_POLICIES, policy_mapping=BY_AGENT,
+        use_kl_loss=True))
+    assert set(result["info"]["learner"]) == {"p1", "p2"} == changed
+    assert result["info"]["counters"]["learner/weight_broadcasts"] >= 1
+    assert set(result["policy_reward_mean"]) == {"p1", "p2"}
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a3c_independent_policies_on_both_executors(framework, executor):
+    result, changed = train_async("a3c", async_config(
+        "a3c", framework=framework, policies=TWO_POLICIES, policy_mapping=BY_AGENT))
+    assert set(result["info"]["learner"]) == {"p1", "p2"} == changed
+    assert "policy_loss" in result["info"]["learner"]["p2"]
+
+
+@pytest.mark.parametrize("algo", ["impala", "a3c"])
+def test_async_algorithms_leave_untrained_policies_alone(algo, local_executor):
+    result, changed = train_async(algo, async_config(
+        algo, policies=TWO_POLICIES, policy_mapping=BY_AGENT, policies_to_train=["p1"]))
+    assert set(result["info"]["learner"]) == {"p1"} == changed
+
+
+def test_impala_trains_several_policies_on_the_driver_without_workers(local_executor):
+    result, changed = train_async("impala", async_config(
+        "impala", num_workers=0, policies=TWO_POLICIES, policy_mapping=BY_AGENT))
+    assert set(result["info"]["learner"]) == {"p1", "p2"} == changed
+    # Steps trained count agent steps: a train batch of 40 env steps holds 2 x 40 rows.
+    assert result["num_steps_trained"] > 0 and result["num_steps_trained"] % 80 == 0
+
+
+def test_a2c_microbatches_average_gradients_per_policy(local_executor):
+    config = arena_config(train_batch_size=40, microbatch_size=20)
+    for key in ("sgd_minibatch_size", "num_sgd_iter"):
+        config.pop(key)
+    result, changed = train_async("a2c", config, iterations=1)
+    assert set(result["info"]["learner"]) == {"p1", "p2"} == changed

@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ["flowrl.replay.buffer", "flowrl.replay.prioritized", "flowrl.replay.segment_tree"]
+MODULES = ["flowrl.replay.buffer", "flowrl.replay.prioritized", "flowrl.replay.segment_tree",
+           "flowrl.replay.multi_agent"]
 
 
 @pytest.mark.parametrize("module_name", MODULES)

@@ -11,7 +11,7 @@ from flowrl.config import from_dict
 from flowrl.envs import MultiAgentArena, ParallelEnvProtocolError
 from flowrl.plans.pg import PG_POLICY, PGConfig
 from flowrl.plans.ppo import PPO_POLICY, PPOConfig
-from flowrl.policy import MultiAgentBatch, SampleBatch
+from flowrl.policy import MultiAgentBatch, SampleBatch, concat_samples
 from flowrl.workers.multi_agent import (
     MultiAgentRolloutWorker,
     MultiAgentSetup,
@@ -291,4 +291,62 @@ def test_a_non_finite_observation_is_an_error_naming_the_agent(at_reset, where):
     worker = make_worker(InfiniteObservationEnv, policies, {"short": "s", "long": "l"}, num_envs=1,
                          fragment=8, env_config={"at_reset": at_reset})
     with pytest.raises(ValueError, match=where + r".*env index 0 of rollout worker 1"):
+        worker.sample()
+
+
+# --- time-major (V-trace) policies -----------------------------------------------------------
+
+
+def impala_config(**overrides):
+    from flowrl.plans.impala import IMPALAConfig
+
+    return from_dict(IMPALAConfig, {"model": TINY_MODEL, "seed": 3, "rollout_fragment_length": 5,
+                                    "num_envs_per_worker": 2, "train_batch_size": 20,
+                                    **overrides})
+
+
+def streams(rows, length):
+    """A column's rows as the V-trace loss reshapes them: [B, T] (env-major streams)."""
+    return np.asarray(rows).reshape(-1, length)
+
+
+@pytest.mark.parametrize("mapping", [None, BY_AGENT])
+def test_vtrace_rows_are_whole_env_major_streams_per_agent(mapping):
+    from flowrl.plans.impala import IMPALA_POLICY
+
+    policies = ({"default_policy": (IMPALA_POLICY, impala_config())} if mapping is None else
+                {"p1": (IMPALA_POLICY, impala_config()), "p2": (IMPALA_POLICY, impala_config())})
+    worker = make_worker(policies=policies, mapping=mapping, num_envs=2, fragment=5,
+                         env_config={"timestep_limit": 7})
+    first, second = worker.sample(), worker.sample()
+    merged = concat_samples([first, second])  # what IMPALA's ConcatFragments does
+    agents_per_policy = 2 if mapping is None else 1
+    for policy_id, batch in merged.policy_batches.items():
+        assert len(batch) == 2 * 2 * agents_per_policy * 5  # samples x envs x agents x T
+        agent_index, eps_id, t = (streams(batch[name], 5) for name in ("agent_index", "eps_id",
+                                                                        "t"))
+        done = streams(batch["terminateds"] | batch["truncateds"], 5)
+        for stream in range(agent_index.shape[0]):
+            assert len(set(agent_index[stream])) == 1, policy_id  # one agent per stream
+            for step in range(4):  # consecutive steps of one env, across episode resets
+                if done[stream, step]:
+                    assert t[stream, step + 1] == 0
+                else:
+                    assert t[stream, step + 1] == t[stream, step] + 1
+                    assert eps_id[stream, step + 1] == eps_id[stream, step]
+
+
+@pytest.mark.parametrize(("policies", "mapping", "named"), [
+    (None, None, r"Policy 'default_policy' \(impala\).*\['short'\]"),
+    ({"s": None, "l": None}, {"short": "s", "long": "l"}, r"Policy 's' \(impala\).*\['short'\]"),
+])
+def test_vtrace_policies_reject_agents_that_finish_before_the_episode_ends(policies, mapping,
+                                                                          named):
+    from flowrl.plans.impala import IMPALA_POLICY
+
+    config = impala_config(rollout_fragment_length=8, num_envs_per_worker=1)
+    table = ({"default_policy": (IMPALA_POLICY, config)} if policies is None
+             else {pid: (IMPALA_POLICY, config) for pid in policies})
+    worker = make_worker(StaggeredEnv, table, mapping, num_envs=1, fragment=8)
+    with pytest.raises(ValueError, match=named + r".*not supported by V-trace plans.*PPO"):
         worker.sample()
