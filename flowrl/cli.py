@@ -387,7 +387,7 @@ def _plan(args: argparse.Namespace) -> int:
         plan = _trainer_module().build_plan_preview(key, args.env, config=config)
         graph = None
     if args.format == "text":
-        rendered = repr(plan)
+        rendered = repr(plan) + _side_links_text(plan.graph())
     else:
         rendered = _render_graph(plan, args.format, graph)
     if args.output:
@@ -475,6 +475,15 @@ def _view(args: argparse.Namespace) -> int:
 def _block_until_interrupted() -> None:
     """Waits for Ctrl-C (or SIGTERM) while the viewer's server thread serves."""
     threading.Event().wait()
+
+
+def _side_links_text(graph: Any) -> str:
+    """The plan's side links (learner thread, replay memory, weights back to the workers),
+    one per line under the lineage; empty for a plan without any."""
+    lines = [f"  {graph.nodes[u]['label']} --{attrs.get('label') or ''}--> "
+             f"{graph.nodes[v]['label']}"
+             for u, v, attrs in graph.edges(data=True) if attrs.get("side")]
+    return "\nside links:\n" + "\n".join(lines) if lines else ""
 
 
 def _render_graph(plan: Any, output_format: str, graph: Any = None) -> str:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import types
 
+import networkx as nx
 import pytest
 
 from flowrl import cli
@@ -52,12 +53,19 @@ FAKE_ALGORITHMS = {
 }
 
 
+class FakeGraph(nx.DiGraph):
+    """A plan graph without side links, printed as "GRAPH"."""
+
+    def __str__(self) -> str:
+        return "GRAPH"
+
+
 class FakePlan:
     def __repr__(self) -> str:
         return "from_actors[ParallelRollouts] => for_each(TrainOneStep)"
 
-    def graph(self) -> str:
-        return "GRAPH"
+    def graph(self) -> FakeGraph:
+        return FakeGraph()
 
 
 @pytest.fixture
@@ -441,6 +449,17 @@ def test_real_plan_preview_prints_text(capsys):
     real_algorithms()
     assert cli.main(["plan", "--run", "PPO", "--env", "CartPole-v1"]) == 0
     assert capsys.readouterr().out.strip()
+
+
+def test_plan_text_lists_the_learner_thread_and_the_weights_going_back(capsys):
+    real_algorithms()
+    assert cli.main(["plan", "--run", "IMPALA"]) == 0
+    lineage, links = capsys.readouterr().out.split("side links:\n")
+    assert lineage.startswith("Concurrently(")
+    assert links.splitlines() == [
+        "  for_each(Enqueue(learner.inqueue)) --batches--> LearnerThread(policy default_policy)",
+        "  for_each(BroadcastToSourceWorkers(broadcast_interval=1)) --weights--> RolloutWorkers",
+        "  LearnerThread(policy default_policy) --results--> Dequeue(learner.outqueue)"]
 
 
 def test_documented_a2c_microbatch_plan_command_works(capsys):
