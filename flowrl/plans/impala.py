@@ -75,14 +75,14 @@ class IMPALAConfig(AlgorithmConfig):
     train_batch_size: int = 1600
     """Env steps per learner update (whole fragments: two workers' samples by default)."""
     lr: float = 2e-3
-    """Adam learning rate; typical 1e-4 to 2e-3."""
+    """Adam learning rate; typical 1e-4 to 2e-3 (for long runs decay it with lr_schedule)."""
     grad_clip: float | None = 40.0
     """Global-norm gradient clipping; None disables it."""
     vf_loss_coeff: float = 0.5
     """Weight of the value loss; typical 0.25-1."""
     entropy_coeff: float = 0.01
-    """Weight of the entropy bonus; typical 0-0.01. Without it a fast learner (lr 2e-3) can
-    collapse to one action and take a million steps to recover."""
+    """Weight of the entropy bonus; typical 0-0.01. Without it the policy can collapse to one
+    action and take a million steps to recover."""
     vtrace: bool = True
     """Correct for the workers' older policy with V-trace; False: plain n-step targets."""
     vtrace_clip_rho_threshold: float | None = 1.0
