@@ -382,19 +382,26 @@ class LockedLearnStep:
         """Policy id -> policy, for the policies the learner trains: {"default_policy":
         policy} for a single-agent (or shared-policy) learner, else the local multi-agent
         worker's `policies_to_train`. Read or change them under `lock`."""
-        local = self.workers.local_worker()
-        if getattr(local, "multi_agent", None) is None or not hasattr(local, "get_policy"):
-            return {DEFAULT_POLICY_ID: local.policy}
+        local = self._multi_agent_learner()
+        if local is None:
+            return {DEFAULT_POLICY_ID: self.policy}
         return {pid: local.get_policy(pid) for pid in local.policies_to_train}
 
     def get_weights(self) -> Any:
         """The weights rollout workers take (`set_weights`): the learner policy's, or
         {policy id: weights} of the trained policies of a multi-agent learner. Call it under
         `lock`."""
-        local = self.workers.local_worker()
-        if getattr(local, "multi_agent", None) is None or not hasattr(local, "get_policy"):
+        local = self._multi_agent_learner()
+        if local is None:
             return self.policy.get_weights()
         return local.get_weights(list(local.policies_to_train))
+
+    def _multi_agent_learner(self) -> Any:
+        """The local worker if it holds several policies (a multi-agent learner), else None."""
+        local = self.workers.local_worker()
+        if getattr(local, "multi_agent", None) is None or not hasattr(local, "get_policy"):
+            return None
+        return local
 
     def __call__(self, batch: Any) -> dict[str, Any]:
         with self.lock:
