@@ -78,6 +78,8 @@ class Trainer:
     """The error the plan raised, if any; a plan iterator cannot go on after one."""
     _viewer: Any = None
     """The live plan viewer (`serve_viewer`), published to after every `train()`."""
+    _stopped: bool = False
+    """`stop()` released the workers: every later call but `stop()` raises."""
 
     def __init__(self, algo: str, env: str, config: Mapping[str, Any] | Any = None,
                  plan: PlanFn | None = None, *, local_mode: bool | None = None,
@@ -122,6 +124,7 @@ class Trainer:
         One iteration pulls plan outputs until both `min_steps_per_iteration` env steps and
         `min_time_s_per_iteration` seconds have passed (at least one output).
         """
+        self._check_not_stopped("train")
         start = time.perf_counter()
         counters = self.metrics.counters
         steps_at_start = counters[STEPS_SAMPLED_COUNTER]
@@ -149,6 +152,7 @@ class Trainer:
         `port` is given). The page follows this trainer: every `train()` publishes the plan's
         per-operator rates, the learning curve and the result (see `flowrl.viz.live`); it
         stops with `stop()`. Calling it again returns the same URL."""
+        self._check_not_stopped("serve_viewer")
         if self._viewer is None:
             from flowrl.viz.live import LiveViewer
 
@@ -216,6 +220,7 @@ class Trainer:
 
     def evaluate(self) -> dict[str, Any]:
         """Runs `evaluation_num_episodes` episodes without exploration on the learner's policy."""
+        self._check_not_stopped("evaluate")
         episodes = self.workers.local_worker().evaluate(
             self.config.evaluation_num_episodes, seed=self.config.seed)
         stats = summarize_episodes(episodes)
@@ -224,6 +229,7 @@ class Trainer:
 
     def compute_single_action(self, obs: Any, explore: bool = False) -> Any:
         """The learner policy's action for one raw observation."""
+        self._check_not_stopped("compute_single_action")
         action, _ = self.get_policy().compute_single_action(obs, explore=explore)
         return action
 
@@ -247,6 +253,7 @@ class Trainer:
         over an existing checkpoint: after a crash at any moment the path holds the previous
         complete checkpoint or the new one.
         """
+        self._check_not_stopped("save")
         path = os.path.join(checkpoint_dir, f"checkpoint_{self.iteration:06d}")
         state = {
             "algo": self.spec.name,
@@ -305,6 +312,7 @@ class Trainer:
         Never runs code from the checkpoint. Per-operator statistics restore where this plan's
         operators match the saved ones and are skipped (with one log line) where they do not.
         """
+        self._check_not_stopped("restore")
         self._restore_state(_read_checkpoint(checkpoint_path), checkpoint_path)
 
     def _restore_state(self, state: dict[str, Any], checkpoint_path: str) -> None:
@@ -352,7 +360,10 @@ class Trainer:
 
     def stop(self) -> None:
         """Releases the workers (kills remote actors, closes envs) and closes the run records
-        and the live viewer."""
+        and the live viewer. Idempotent; every other call on a stopped trainer raises."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self._viewer is not None:
             self._viewer.close()
             self._viewer = None
@@ -360,6 +371,15 @@ class Trainer:
             self.recorder.close()
         stop_learner_threads(self.workers)
         self.workers.stop()
+
+
+    def _check_not_stopped(self, call: str) -> None:
+        if self._stopped:
+            raise RuntimeError(
+                f"Trainer.{call}() was called after stop(): this trainer was stopped and its "
+                f"workers are released ({self.spec.name} on {self.env_name!r}, "
+                f"iteration={self.iteration}). Build a new Trainer to go on, e.g. from a "
+                f"checkpoint saved before stop(): Trainer.from_checkpoint(path).")
 
 
 def _preload_policy_class(framework: str) -> threading.Thread:

@@ -44,6 +44,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from flowrl.data import MultiAgentBatch, SampleBatch
 from flowrl.iter import GraphLink, LocalIterator, executor
 from flowrl.ops import (
     NUM_WEIGHT_BROADCASTS_COUNTER,
@@ -66,8 +67,8 @@ from flowrl.ops import (
     TrainResult,
     UpdatePriorities,
 )
+from flowrl.ops.graph_links import workers_graph_link
 from flowrl.ops.learner_thread import stats_by_policy
-from flowrl.ops.rollout_ops import workers_graph_link
 from flowrl.plans.dqn import (
     DQNConfig,
     compute_online_td_errors,
@@ -79,7 +80,7 @@ from flowrl.plans.dqn import (
     uses_prioritized_replay,
     with_target_updates,
 )
-from flowrl.policy import EpsilonGreedy, MultiAgentBatch, PolicySpec, SampleBatch, q_model
+from flowrl.policy import EpsilonGreedy, PolicySpec, q_model
 from flowrl.replay import BATCH_INDEXES
 from flowrl.workers import WorkerSet, get_current_worker
 from flowrl.workers.replay_actor import create_replay_actors
@@ -129,6 +130,20 @@ class ApexConfig(DQNConfig):
         if self.num_replay_buffer_shards < 1:
             raise ValueError(f"num_replay_buffer_shards must be at least 1, got "
                              f"{self.num_replay_buffer_shards}.")
+        shards = self.num_replay_buffer_shards
+        if self.buffer_size // shards < -(-self.learning_starts // shards):
+            raise ValueError(
+                f"Each of the num_replay_buffer_shards={shards} replay shards holds "
+                f"buffer_size // {shards} = {self.buffer_size // shards} transitions but waits "
+                f"for learning_starts / {shards} = {-(-self.learning_starts // shards)} before "
+                f"replaying, so the learner would never start; got buffer_size="
+                f"{self.buffer_size}, learning_starts={self.learning_starts}. Raise buffer_size "
+                f"or lower learning_starts.")
+        if self.num_workers < 1:
+            raise ValueError(
+                f"Ape-X samples asynchronously on remote rollout workers, so it needs "
+                f"num_workers >= 1; got num_workers={self.num_workers}. Set num_workers >= 1, "
+                f"or use DQN to sample in the driver.")
         if self.max_weight_sync_delay < 1:
             raise ValueError(f"max_weight_sync_delay must be at least 1 env step, got "
                              f"{self.max_weight_sync_delay}.")

@@ -47,6 +47,7 @@ import gymnasium as gym
 import numpy as np
 
 from flowrl.config import AlgorithmConfig, ModelConfig
+from flowrl.data import SampleBatch
 from flowrl.iter import LocalIterator
 from flowrl.ops import (
     DEFAULT_POLICY_ID,
@@ -60,7 +61,7 @@ from flowrl.ops import (
     UpdatePriorities,
     UpdateTargetNetwork,
 )
-from flowrl.policy import EpsilonGreedy, PolicySpec, SampleBatch, q_model
+from flowrl.policy import EpsilonGreedy, PolicySpec, q_model
 from flowrl.replay import WEIGHTS, MultiAgentReplayBuffer, PrioritizedReplayBuffer, ReplayBuffer
 from flowrl.workers import WorkerSet
 
@@ -132,6 +133,14 @@ class DQNConfig(AlgorithmConfig):
                 raise ValueError(f"{name} must be at least 1, got {name}={getattr(self, name)}.")
         if self.learning_starts < 0:
             raise ValueError(f"learning_starts must be >= 0, got {self.learning_starts}.")
+        if self.learning_starts > self.buffer_size:
+            # Training starts once the buffer holds learning_starts rows: it never would.
+            raise ValueError(
+                f"learning_starts must be <= buffer_size: training waits for the replay buffer "
+                f"to hold learning_starts transitions, which a buffer of buffer_size never "
+                f"does, so the run would sample forever without training; got "
+                f"learning_starts={self.learning_starts}, buffer_size={self.buffer_size}. "
+                f"Raise buffer_size or lower learning_starts.")
         if self.exploration_timesteps < 0:
             raise ValueError(
                 f"exploration_timesteps must be >= 0, got {self.exploration_timesteps}.")
