@@ -19,7 +19,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from flowrl.policy.sample_batch import SampleBatch  # noqa: E402
+from flowrl.data.sample_batch import SampleBatch  # noqa: E402
 from flowrl.replay import PrioritizedReplayBuffer, ReplayBuffer  # noqa: E402
 
 CAPACITY = 1_000_000

@@ -5,6 +5,7 @@ Sources and combinators keep the names users of earlier dataflow RL APIs know
 `repr` is their label in the plan graph.
 """
 
+from flowrl.data import DEFAULT_POLICY_ID
 from flowrl.ops.concurrency import Concurrently, Dequeue, Enqueue, WatchedQueue
 from flowrl.ops.imperative import training_step_plan
 from flowrl.ops.learner_thread import (
@@ -38,7 +39,7 @@ from flowrl.ops.replay_ops import (
     UpdatePriorities,
     UpdateTargetNetwork,
 )
-from flowrl.ops.results import DEFAULT_POLICY_ID, Gradients, MultiAgentGradients, TrainResult
+from flowrl.ops.results import Gradients, MultiAgentGradients, TrainResult
 from flowrl.ops.rollout_ops import (
     AsyncGradients,
     ComputeGradientsOnShard,

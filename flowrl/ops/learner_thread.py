@@ -17,12 +17,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flowrl.data import DEFAULT_POLICY_ID, MultiAgentBatch
 from flowrl.iter.errors import operator_error
 from flowrl.iter.graph import GraphLink
 from flowrl.iter.metrics import TimerStat
 from flowrl.ops.concurrency import WatchedQueue
-from flowrl.ops.results import DEFAULT_POLICY_ID
-from flowrl.policy import MultiAgentBatch
 
 # How often the thread looks up from a blocking queue call to see whether it should stop.
 _STOP_POLL_S = 0.1

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from flowrl.data import DEFAULT_POLICY_ID, MultiAgentBatch, SampleBatch
 from flowrl.iter import GraphLink, LocalIterator, PollingSource, executor, from_actors
 from flowrl.iter.errors import ActorDiedError
 from flowrl.iter.graph import LinkDirection
@@ -35,8 +36,6 @@ from flowrl.ops.metrics import (
     STEPS_SAMPLED_COUNTER,
     STEPS_TRAINED_COUNTER,
 )
-from flowrl.ops.results import DEFAULT_POLICY_ID
-from flowrl.policy import MultiAgentBatch, SampleBatch
 from flowrl.replay import (
     BATCH_INDEXES,
     MultiAgentReplayBuffer,

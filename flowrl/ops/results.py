@@ -6,8 +6,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-DEFAULT_POLICY_ID = "default_policy"
-
 
 @dataclass
 class Gradients:

@@ -8,11 +8,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from flowrl.iter import GraphLink, LocalIterator, from_actors
-from flowrl.iter.graph import LinkDirection
+from flowrl.data import DEFAULT_POLICY_ID, MultiAgentBatch, SampleBatch, concat_samples
+from flowrl.iter import LocalIterator, from_actors
+from flowrl.ops.graph_links import workers_graph_link
 from flowrl.ops.metrics import SAMPLE_TIMER, STEPS_SAMPLED_COUNTER
-from flowrl.ops.results import DEFAULT_POLICY_ID, Gradients, MultiAgentGradients
-from flowrl.policy import MultiAgentBatch, SampleBatch, concat_samples
+from flowrl.ops.results import Gradients, MultiAgentGradients
 from flowrl.workers import WorkerSet, get_current_worker
 
 RolloutMode = Literal["bulk_sync", "async", "raw"]
@@ -65,16 +65,6 @@ def ParallelRollouts(  # noqa: N802 - a source, named like the operators users k
     else:
         gathered = shards.gather_async(num_async=num_async)
     return gathered.for_each(RecordSampledSteps())
-
-
-def workers_graph_link(workers: Any, direction: LinkDirection = "is", data: str = "") -> GraphLink:
-    """The rollout workers of `workers` (a WorkerSet) as a side link of the plan graph.
-
-    `ParallelRollouts`' source stands for them (`direction="is"`); an operator that sends them
-    weights declares `workers_graph_link(workers, "to", "weights")`, drawn as a dashed edge
-    back to that source.
-    """
-    return GraphLink(workers, "RolloutWorkers", "rollout workers", direction, data)
 
 
 class _LocalSampler:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
+from flowrl.data import DEFAULT_POLICY_ID, MultiAgentBatch, SampleBatch
 from flowrl.iter import GraphLink, LocalIterator, executor
+from flowrl.ops.graph_links import workers_graph_link
 from flowrl.ops.metrics import (
     APPLY_GRADS_TIMER,
     BROADCAST_TIMER,
@@ -20,9 +22,7 @@ from flowrl.ops.metrics import (
     STEPS_SAMPLED_COUNTER,
     STEPS_TRAINED_COUNTER,
 )
-from flowrl.ops.results import DEFAULT_POLICY_ID, Gradients, MultiAgentGradients, TrainResult
-from flowrl.ops.rollout_ops import workers_graph_link
-from flowrl.policy import MultiAgentBatch, SampleBatch
+from flowrl.ops.results import Gradients, MultiAgentGradients, TrainResult
 from flowrl.workers import WorkerSet
 
 UpdateMode = Literal["all", "source", "none"]

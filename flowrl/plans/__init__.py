@@ -15,6 +15,7 @@ from typing import Any
 
 from flowrl.plans import a2c, a3c, apex, appo, dqn, impala, pg, ppo
 from flowrl.policy import PolicySpec, policy_class
+from flowrl.policy.spec import FRAMEWORKS
 
 
 @dataclass(frozen=True)
@@ -85,9 +86,32 @@ def get_policy_spec(algo: str) -> PolicySpec:
     return get_algorithm(algo).policy
 
 
-def get_policy_class(framework: str = "torch") -> type:
-    """`TorchPolicy` or `TFPolicy`: the class every built-in policy is, for `framework`."""
-    return policy_class(framework)
+def get_policy_class(*args: str, framework: str | None = None) -> type:
+    """`TorchPolicy` or `TFPolicy`: the class every built-in policy is, for `framework`.
+
+    `get_policy_class("torch")` and `get_policy_class(framework="tf")` both work. 0.1's form
+    `get_policy_class(algo, framework=...)`, one generated class per algorithm, is gone: a call
+    naming an algorithm raises a TypeError that names what replaced it.
+
+    Examples:
+        >>> get_policy_class("ppo", framework="torch")
+        Traceback (most recent call last):
+        ...
+        TypeError: get_policy_class('ppo', framework='torch') is flowrl 0.1's call...
+    """
+    if len(args) > 1 or (args and framework is not None) or (
+            args and args[0] not in FRAMEWORKS and args[0].lower() in ALGORITHMS):
+        shown = ", ".join([*map(repr, args)] + ([f"framework={framework!r}"] if framework
+                                               else []))
+        algo = next((a for a in args if a.lower() in ALGORITHMS), "ppo")
+        raise TypeError(
+            f"get_policy_class({shown}) is flowrl 0.1's call, which returned one generated "
+            f"class per algorithm. Since 0.2 every algorithm's policy is a TorchPolicy or "
+            f"TFPolicy built from the algorithm's PolicySpec: use "
+            f"flowrl.plans.get_policy_spec({algo!r}).build(observation_space, action_space, "
+            f"config) for a policy, or get_policy_class(framework={framework or 'torch'!r}) "
+            f"for the class.")
+    return policy_class(framework or (args[0] if args else "torch"))
 
 
 __all__ = ["ALGORITHMS", "AlgorithmSpec", "get_algorithm", "get_policy_class", "get_policy_spec",

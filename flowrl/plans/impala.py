@@ -35,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 
 from flowrl.config import AlgorithmConfig
+from flowrl.data import MultiAgentBatch, SampleBatch, concat_samples
 from flowrl.iter import GraphLink, LocalIterator, NonBlockingStep, executor
 from flowrl.ops import (
     NUM_WEIGHT_BROADCASTS_COUNTER,
@@ -51,9 +52,9 @@ from flowrl.ops import (
     StartLearnerThread,
     TrainResult,
 )
+from flowrl.ops.graph_links import workers_graph_link
 from flowrl.ops.learner_thread import stats_by_policy
-from flowrl.ops.rollout_ops import workers_graph_link
-from flowrl.policy import MultiAgentBatch, PolicySpec, SampleBatch, concat_samples
+from flowrl.policy import PolicySpec
 from flowrl.workers import WorkerSet
 
 LEARNER_THREAD_INFO = "learner_thread"

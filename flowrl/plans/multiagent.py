@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flowrl.config import from_dict
+from flowrl.data import MultiAgentBatch, SampleBatch
 from flowrl.iter import LocalIterator
 from flowrl.ops import (
     BroadcastWeights,
@@ -40,7 +41,7 @@ from flowrl.ops import (
 )
 from flowrl.plans.dqn import DQNConfig, compute_td_errors, make_replay_buffer
 from flowrl.plans.ppo import PPOConfig, UpdateKL
-from flowrl.policy import MultiAgentBatch, PolicySpec, SampleBatch
+from flowrl.policy import PolicySpec
 from flowrl.workers import WorkerSet
 
 SHARED_WORKER_FIELDS = ("framework", "seed", "env_config", "num_threads_per_worker",

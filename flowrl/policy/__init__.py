@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from flowrl.data.sample_batch import MultiAgentBatch, SampleBatch, concat_samples
 from flowrl.policy.exploration import (
     ActionSelector,
     EpsilonGreedy,
@@ -32,7 +33,6 @@ from flowrl.policy.postprocessing import (
     discount_cumsum,
     trajectory_bounds,
 )
-from flowrl.policy.sample_batch import MultiAgentBatch, SampleBatch, concat_samples
 from flowrl.policy.schedules import PiecewiseSchedule
 from flowrl.policy.spaces import Preprocessor, get_preprocessor
 from flowrl.policy.spec import (

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
+from flowrl.data.sample_batch import SampleBatch, concat_samples
 from flowrl.policy.models import action_distribution
 from flowrl.policy.postprocessing import (
     compute_gae_for_fragment,
     compute_gae_for_trajectory,
     trajectory_bounds,
 )
-from flowrl.policy.sample_batch import SampleBatch, concat_samples
 from flowrl.policy.schedules import PiecewiseSchedule
 from flowrl.policy.spaces import action_offset, action_rows, check_action_space, get_preprocessor
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from flowrl.policy.sample_batch import SampleBatch
+from flowrl.data.sample_batch import SampleBatch
 
 if TYPE_CHECKING:
     from flowrl.policy.policy import Policy

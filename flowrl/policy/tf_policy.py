@@ -22,6 +22,7 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
+from flowrl.data.sample_batch import SampleBatch
 from flowrl.policy.policy import (
     Policy,
     Saveable,
@@ -32,7 +33,6 @@ from flowrl.policy.policy import (
     raise_if_not_finite,
     seed_streams,
 )
-from flowrl.policy.sample_batch import SampleBatch
 from flowrl.policy.tf_distributions import DISTRIBUTIONS
 from flowrl.policy.tf_models import MODEL_CLASSES
 

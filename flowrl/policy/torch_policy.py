@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from flowrl.data.sample_batch import SampleBatch
 from flowrl.policy.policy import (
     Policy,
     Saveable,
@@ -27,7 +28,6 @@ from flowrl.policy.policy import (
     raise_if_not_finite,
     seed_streams,
 )
-from flowrl.policy.sample_batch import SampleBatch
 from flowrl.policy.torch_distributions import DISTRIBUTIONS
 from flowrl.policy.torch_models import MODEL_CLASSES
 

@@ -2,7 +2,7 @@
 
 Examples:
     >>> import numpy as np
-    >>> from flowrl.policy.sample_batch import SampleBatch
+    >>> from flowrl.data.sample_batch import SampleBatch
     >>> buffer = ReplayBuffer(capacity=3, seed=0)
     >>> buffer.add(SampleBatch({"obs": np.arange(4.0), "actions": np.arange(4)}))
     >>> len(buffer), sorted(buffer.sample(5)["actions"].tolist())[0] >= 1  # row 0 was dropped
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from flowrl.policy.sample_batch import SampleBatch
+from flowrl.data.sample_batch import SampleBatch
 from flowrl.replay.ring_columns import RingColumns, state_scalar
 
 STATE_FORMAT = "flowrl.replay/1"

@@ -8,7 +8,7 @@ unchanged for one policy or several.
 
 Examples:
     >>> import numpy as np
-    >>> from flowrl.policy.sample_batch import MultiAgentBatch, SampleBatch
+    >>> from flowrl.data.sample_batch import MultiAgentBatch, SampleBatch
     >>> from flowrl.replay import PrioritizedReplayBuffer, ReplayBuffer
     >>> buffer = MultiAgentReplayBuffer({"p1": ReplayBuffer(10, seed=0),
     ...                                  "p2": PrioritizedReplayBuffer(20, seed=0)})
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from flowrl.policy.sample_batch import MultiAgentBatch, SampleBatch
+from flowrl.data.sample_batch import MultiAgentBatch, SampleBatch
 from flowrl.replay.buffer import ReplayBuffer
 from flowrl.replay.prioritized import PrioritizedReplayBuffer, add_with_priorities
 from flowrl.replay.ring_columns import state_scalar

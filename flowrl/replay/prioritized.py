@@ -7,7 +7,7 @@ largest priority seen so far, so each is likely to be replayed at least once.
 
 Examples:
     >>> import numpy as np
-    >>> from flowrl.policy.sample_batch import SampleBatch
+    >>> from flowrl.data.sample_batch import SampleBatch
     >>> buffer = PrioritizedReplayBuffer(capacity=8, alpha=1.0, beta=1.0, eps=0.0, seed=0)
     >>> buffer.add(SampleBatch({"obs": np.arange(4.0)}))
     >>> buffer.update_priorities(np.arange(4), np.array([1.0, 1.0, 1.0, 5.0]))
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from flowrl.policy.sample_batch import SampleBatch
+from flowrl.data.sample_batch import SampleBatch
 from flowrl.replay.buffer import ReplayBuffer
 from flowrl.replay.ring_columns import RingColumns, state_scalar
 from flowrl.replay.segment_tree import LEAF_DTYPE, SumMinTree

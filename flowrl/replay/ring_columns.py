@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from flowrl.policy.sample_batch import SampleBatch
+from flowrl.data.sample_batch import SampleBatch
 
 
 class RingColumns:

@@ -26,9 +26,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from flowrl.data import DEFAULT_POLICY_ID, MultiAgentBatch, SampleBatch, concat_samples
 from flowrl.envs import ProtocolCheckedParallelEnv, is_multi_agent_env
 from flowrl.iter import ParallelIteratorWorker
-from flowrl.policy import MultiAgentBatch, PolicySpec, SampleBatch, concat_samples
+from flowrl.policy import PolicySpec
 from flowrl.workers.rollout_worker import (
     BatchMode,
     RolloutWorker,
@@ -36,9 +37,6 @@ from flowrl.workers.rollout_worker import (
     _single_row_batch,
     _step_seed,
 )
-
-DEFAULT_POLICY_ID = "default_policy"
-"""The policy every agent maps to when a config names no `policies` (as in `flowrl.ops`)."""
 
 PolicyMapping = Mapping[Hashable, str] | Callable[[Hashable], str] | None
 """`policy_mapping` as configs give it: agent id -> policy id, a callable, or None."""

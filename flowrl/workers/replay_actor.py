@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from flowrl.data import MultiAgentBatch, SampleBatch
 from flowrl.iter import ParallelIteratorWorker, executor
-from flowrl.policy import MultiAgentBatch, SampleBatch
 from flowrl.replay import (
     MultiAgentReplayBuffer,
     PrioritizedReplayBuffer,

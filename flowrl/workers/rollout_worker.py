@@ -20,8 +20,9 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 
+from flowrl.data import SampleBatch, concat_samples
 from flowrl.iter import ParallelIteratorWorker
-from flowrl.policy import PolicySpec, SampleBatch, concat_samples, trajectory_bounds
+from flowrl.policy import PolicySpec, trajectory_bounds
 from flowrl.workers.episodes import EpisodeTracker
 
 BatchMode = Literal["truncate_episodes", "complete_episodes"]

@@ -89,3 +89,15 @@ def test_every_built_in_policy_pickles_with_plain_pickle(algo, framework):
     assert type(clone) is type(policy) and clone.config == policy.config
     for name, value in policy.get_weights().items():
         np.testing.assert_array_equal(value, clone.get_weights()[name])
+
+
+def test_get_policy_class_names_its_replacement_for_the_0_1_call():
+    assert flowrl.get_policy_class("torch").__name__ == "TorchPolicy"
+    assert flowrl.get_policy_class(framework="torch").__name__ == "TorchPolicy"
+    with pytest.raises(TypeError) as info:
+        flowrl.get_policy_class("pg", framework="torch")
+    message = str(info.value)
+    assert "0.1" in message and "get_policy_spec('pg').build(" in message
+    assert "get_policy_class(framework='torch')" in message
+    with pytest.raises(ValueError, match="valid frameworks"):
+        flowrl.get_policy_class("jax")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flowrl.policy.sample_batch import SampleBatch
+from flowrl.data.sample_batch import SampleBatch
 from flowrl.replay import PrioritizedReplayBuffer
 
 # The 0.999 quantile of the chi-square distribution with 7 degrees of freedom (8 rows). Stratified
