@@ -61,24 +61,13 @@ class StepAudit:
 
 
 def audited_ppo_plan(audit: StepAudit):
-    """flowrl's PPO plan with ``audit`` tapped in right after the rollouts."""
-    from flowrl.ops import (
-        BroadcastWeights,
-        ConcatBatches,
-        ParallelRollouts,
-        StandardizeFields,
-        TrainOneStep,
-    )
-    from flowrl.plans.ppo import UpdateKL
+    """flowrl's PPO flow with ``audit`` tapped in right after the rollouts."""
+    from flowrl.ops import ParallelRollouts
+    from flowrl.plans.ppo import ppo_flow
 
     def plan(workers, config):
         rollouts = ParallelRollouts(workers, mode="bulk_sync").for_each(audit)
-        batches = rollouts.combine(ConcatBatches(min_batch_size=config.train_batch_size))
-        batches = batches.for_each(StandardizeFields(["advantages"]))
-        trained = batches.for_each(TrainOneStep(workers, num_sgd_iter=config.num_sgd_iter,
-                                                sgd_minibatch_size=config.sgd_minibatch_size))
-        synced = trained.for_each(BroadcastWeights(workers))
-        return synced.for_each(UpdateKL(workers, kl_target=config.kl_target))
+        return ppo_flow(rollouts, workers, config)
 
     return plan
 

@@ -30,7 +30,7 @@ from flowrl.ops import (
 )
 from flowrl.ops.learner_thread import stop_learner_threads
 from flowrl.plans import get_algorithm
-from flowrl.plans.multiagent import resolve_policies
+from flowrl.plans.multiagent import plan_for, resolve_policies
 from flowrl.policy import policy_class
 from flowrl.reporting import STOP_KEYS, format_progress, should_stop, validate_stop
 from flowrl.run_records import RunRecorder, default_run_dir
@@ -92,15 +92,16 @@ class Trainer:
             self.config = from_dict(self.spec.config_class, config)
         self.env_name = env
         env_creator = get_env_creator(env, atari_preprocessing=self.config.atari_preprocessing)
+        policies = resolve_policies(self.config, self.spec)
+        # A mix of algorithms trains through the composed plan (checked before Ray starts).
+        self._plan_fn = plan or plan_for(self.spec, self.config, policies)
         # Importing the framework (seconds) overlaps with Ray's start-up (seconds).
         preload = _preload_policy_class(self.config.framework)
         if local_mode is not None:
             init(local_mode=local_mode, address=address)
         preload.join()
         self.workers = WorkerSet(env_creator=env_creator, policy_spec=self.spec.policy,
-                                 config=self.config,
-                                 policies=resolve_policies(self.config, self.spec))
-        self._plan_fn = plan or self.spec.plan
+                                 config=self.config, policies=policies)
         self.plan = self._plan_fn(self.workers, self.config)
         _check_plan_output(self.plan, self._plan_fn)
         self._plan_iter: Any = None

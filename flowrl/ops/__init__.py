@@ -6,6 +6,7 @@ Sources and combinators keep the names users of earlier dataflow RL APIs know
 """
 
 from flowrl.data import DEFAULT_POLICY_ID
+from flowrl.ops.coefficient_ops import UpdateKL
 from flowrl.ops.concurrency import Concurrently, Dequeue, Enqueue, WatchedQueue
 from flowrl.ops.imperative import training_step_plan
 from flowrl.ops.learner_thread import (
@@ -45,6 +46,7 @@ from flowrl.ops.rollout_ops import (
     ComputeGradientsOnShard,
     ConcatBatches,
     ParallelRollouts,
+    PolicyRows,
     RecordSampledSteps,
     SelectExperiences,
     StandardizeFields,
@@ -93,6 +95,7 @@ __all__ = [
     "MultiAgentGradients",
     "StartLearnerThread",
     "ParallelRollouts",
+    "PolicyRows",
     "RecordSampledSteps",
     "Replay",
     "SelectExperiences",
@@ -100,6 +103,7 @@ __all__ = [
     "StoreToReplay",
     "TrainOneStep",
     "TrainResult",
+    "UpdateKL",
     "UpdatePriorities",
     "UpdateTargetNetwork",
     "WatchedQueue",

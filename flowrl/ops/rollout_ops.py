@@ -229,6 +229,30 @@ class SelectExperiences:
         return f"SelectExperiences(policy_ids={self.policy_ids})"
 
 
+class PolicyRows:
+    """Takes one policy's rows out of each multi-agent batch (for single-agent operators such
+    as `StoreToReplay`).
+
+    Consumes: MultiAgentBatch. Yields: that policy's SampleBatch (empty when it had no rows).
+    Metrics: none.
+
+    Examples:
+        >>> PolicyRows("p2")
+        PolicyRows(policy_id='p2')
+    """
+
+    def __init__(self, policy_id: str) -> None:
+        self.policy_id = policy_id
+
+    def __call__(self, batch: SampleBatch | MultiAgentBatch) -> SampleBatch:
+        if not isinstance(batch, MultiAgentBatch):  # a single-agent batch: the default policy's
+            return batch if self.policy_id == DEFAULT_POLICY_ID else SampleBatch()
+        return batch.policy_batches.get(self.policy_id, SampleBatch())
+
+    def __repr__(self) -> str:
+        return f"PolicyRows(policy_id={self.policy_id!r})"
+
+
 class StandardizeFields:
     """Standardizes the given columns of each batch to zero mean and unit variance.
 

@@ -32,17 +32,27 @@ class AlgorithmSpec:
     """The policy this algorithm trains (losses, model, action selection)."""
     description: str
     """One line for `flowrl list`."""
+    flow: Callable[..., Any] | None = None
+    """`flow(experiences, workers, config, policy_id)` -> the flow that trains one policy, for
+    `multiagent_plan` to compose with other algorithms' flows; None: the algorithm's plan
+    trains only policies of its own."""
+    rollouts_per_output: Callable[[Any, Any], float] | None = None
+    """`(workers, config)` -> sampling rounds `flow` consumes per output (balances composed
+    flows)."""
 
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
     "pg": AlgorithmSpec("PG", pg.PGConfig, pg.pg_plan, pg.PG_POLICY,
-                        "Vanilla policy gradient (REINFORCE) with synchronous sampling."),
+                        "Vanilla policy gradient (REINFORCE) with synchronous sampling.",
+                        pg.pg_flow, pg.rounds_per_train_batch),
     "a2c": AlgorithmSpec("A2C", a2c.A2CConfig, a2c.a2c_plan, pg.PG_POLICY,
-                         "Synchronous advantage actor-critic, optionally with microbatches."),
+                         "Synchronous advantage actor-critic, optionally with microbatches.",
+                         a2c.a2c_flow, pg.rounds_per_train_batch),
     "a3c": AlgorithmSpec("A3C", a3c.A3CConfig, a3c.a3c_plan, pg.PG_POLICY,
                          "Asynchronous advantage actor-critic: gradients computed on workers."),
     "ppo": AlgorithmSpec("PPO", ppo.PPOConfig, ppo.ppo_plan, ppo.PPO_POLICY,
-                         "Proximal policy optimization with clipped surrogate and adaptive KL."),
+                         "Proximal policy optimization with clipped surrogate and adaptive KL.",
+                         ppo.ppo_flow, pg.rounds_per_train_batch),
     "impala": AlgorithmSpec("IMPALA", impala.IMPALAConfig, impala.impala_plan,
                             impala.IMPALA_POLICY,
                             "Async sampling into a learner thread with V-trace off-policy "
@@ -52,7 +62,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
                           "on V-trace advantages."),
     "dqn": AlgorithmSpec("DQN", dqn.DQNConfig, dqn.dqn_plan, dqn.DQN_POLICY,
                          "Deep Q-learning: double Q, dueling heads, n-step returns, prioritized "
-                         "replay."),
+                         "replay.", dqn.dqn_flow, dqn.dqn_rollouts_per_output),
     "apex": AlgorithmSpec("APEX", apex.ApexConfig, apex.apex_plan, apex.APEX_POLICY,
                           "Ape-X: async rollouts into replay actors feeding a DQN learner "
                           "thread."),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from flowrl.iter import LocalIterator
 from flowrl.ops import (
@@ -83,16 +84,31 @@ class A2CConfig(ActorCriticConfig):
             )
 
 
+def a2c_flow(experiences: LocalIterator[Any], workers: WorkerSet, config: A2CConfig,
+             policy_id: str | None = None) -> LocalIterator[TrainResult]:
+    """A2C's training flow for one policy: one (possibly microbatched) update per batch, sync.
+
+    Args:
+        experiences: the policy's experiences, sampled in lock-step.
+        workers: the rollout workers (the learner's policy is the local worker's).
+        config: the policy's typed config.
+        policy_id: the policy this flow trains; None trains the workers' own trained policies
+            (the default policy of a single-agent run).
+    """
+    policy_ids = None if policy_id is None else [policy_id]
+    if not config.microbatch_size:
+        batches = experiences.combine(ConcatBatches(min_batch_size=config.train_batch_size))
+        trained = batches.for_each(TrainOneStep(workers, policy_ids=policy_ids))
+        # Weight sync is its own stage, not a side effect of training.
+        return trained.for_each(BroadcastWeights(workers, policy_ids=policy_ids))
+    # Microbatches bound peak memory; averaging their gradients gives one update.
+    microbatches = experiences.combine(ConcatBatches(min_batch_size=config.microbatch_size))
+    averaged = microbatches.for_each(ComputeGradients(workers, policy_ids=policy_ids)).batch(
+        config.num_microbatches).for_each(AverageGradients())
+    return averaged.for_each(ApplyGradients(workers, update="all"))
+
+
 def a2c_plan(workers: WorkerSet, config: A2CConfig) -> LocalIterator[TrainResult]:
     """A2C as a dataflow: lock-step sampling, one (possibly microbatched) update, sync."""
     # Synchronous sampling: all workers act with the same weights.
-    rollouts = ParallelRollouts(workers, mode="bulk_sync")
-    if not config.microbatch_size:
-        batches = rollouts.combine(ConcatBatches(min_batch_size=config.train_batch_size))
-        # Weight sync is its own stage, not a side effect of training.
-        return batches.for_each(TrainOneStep(workers)).for_each(BroadcastWeights(workers))
-    # Microbatches bound peak memory; averaging their gradients gives one update.
-    microbatches = rollouts.combine(ConcatBatches(min_batch_size=config.microbatch_size))
-    averaged = microbatches.for_each(ComputeGradients(workers)).batch(
-        config.num_microbatches).for_each(AverageGradients())
-    return averaged.for_each(ApplyGradients(workers, update="all"))
+    return a2c_flow(ParallelRollouts(workers, mode="bulk_sync"), workers, config)

@@ -54,6 +54,7 @@ from flowrl.ops import (
     BroadcastWeights,
     Concurrently,
     ParallelRollouts,
+    PolicyRows,
     Replay,
     StoreToReplay,
     TrainOneStep,
@@ -418,9 +419,12 @@ def with_target_updates(flow: LocalIterator[Any], workers: WorkerSet, config: DQ
     return flow
 
 
-def round_robin_weights(config: DQNConfig) -> list[int]:
+def round_robin_weights(config: DQNConfig, steps_per_round: int | None = None) -> list[int]:
     """[store, train] items per rotation, so training consumes `training_intensity` samples
     per env step sampled (rounded to whole batches; None: one train batch per round).
+    `steps_per_round` is the env steps one stored item holds (default: what `config`'s own
+    rollout settings sample; a policy composed into another trainer's run passes the
+    workers').
 
     Examples:
         >>> round_robin_weights(DQNConfig(training_intensity=32, rollout_fragment_length=4))
@@ -430,12 +434,54 @@ def round_robin_weights(config: DQNConfig) -> list[int]:
     """
     if config.training_intensity is None:
         return [1, 1]
-    steps_per_round = (config.rollout_fragment_length * config.num_envs_per_worker
-                       * max(config.num_workers, 1))
+    if steps_per_round is None:
+        steps_per_round = config.steps_per_sample_round
     batches_per_round = config.training_intensity * steps_per_round / config.train_batch_size
     if batches_per_round >= 1:
         return [1, max(1, round(batches_per_round))]
     return [max(1, round(1 / batches_per_round)), 1]
+
+
+def dqn_flow(experiences: LocalIterator[Any], workers: WorkerSet, config: DQNConfig,
+             policy_id: str | None = None) -> LocalIterator[TrainResult]:
+    """DQN's flows for one policy: store its experiences, and replay-train them, in a rotation.
+
+    Args:
+        experiences: the policy's experiences.
+        workers: the rollout workers (the learner's policy is the local worker's).
+        config: the policy's typed config.
+        policy_id: the policy this flow trains, with a replay buffer of its own; None trains
+            the workers' own trained policies (the default policy of a single-agent run, or
+            every policy of a DQN multi-agent run, each with its own buffer in a
+            `MultiAgentReplayBuffer`).
+    """
+    policies = replay_policy_configs(workers, config) if policy_id is None else None
+    buffer = make_replay_buffer(config, policies)
+    policy_ids = None if policy_id is None else [policy_id]
+    # Store flow: sample with the current epsilon, remember, keep remote workers current.
+    if policy_id is not None:
+        experiences = experiences.for_each(PolicyRows(policy_id))
+    store = (experiences.for_each(StoreToReplay(buffer, seed=config.seed))
+             .for_each(BroadcastWeights(workers, policy_ids=policy_ids)))
+    # Train flow: nothing until learning_starts transitions are stored.
+    replayed = Replay(buffer, **replay_sizes(config, policies))
+    if uses_prioritized_replay(config, policies):
+        replayed = replayed.for_each(UpdatePriorities(
+            workers, buffer, compute_td_errors=compute_td_errors,
+            **({} if policy_id is None else {"policy_id": policy_id})))
+    train = replayed.for_each(TrainOneStep(workers, policy_ids=policy_ids))
+    train = with_target_updates(train, workers, config, policies, by="sampled",
+                                **({} if policy_id is None else {"policy_id": policy_id}))
+    # training_intensity fixes how many replayed batches follow each stored one.
+    return Concurrently([store, train], mode="round_robin", output_indexes=[1],
+                        round_robin_weights=round_robin_weights(
+                            config, workers.config.steps_per_sample_round))
+
+
+def dqn_rollouts_per_output(workers: WorkerSet, config: DQNConfig) -> float:
+    """Sampling rounds `dqn_flow` consumes per training result it yields."""
+    store, train = round_robin_weights(config, workers.config.steps_per_sample_round)
+    return store / train
 
 
 def dqn_plan(workers: WorkerSet, config: DQNConfig) -> LocalIterator[TrainResult]:
@@ -444,19 +490,4 @@ def dqn_plan(workers: WorkerSet, config: DQNConfig) -> LocalIterator[TrainResult
     With policies of their own, each trained policy has its own buffer (a
     `MultiAgentReplayBuffer`) and target updates; the batches are then `MultiAgentBatch`es.
     """
-    policies = replay_policy_configs(workers, config)
-    buffer = make_replay_buffer(config, policies)
-    # Store flow: sample with the current epsilon, remember, keep remote workers current.
-    store = (ParallelRollouts(workers, mode="bulk_sync")
-             .for_each(StoreToReplay(buffer, seed=config.seed))
-             .for_each(BroadcastWeights(workers)))
-    # Train flow: nothing until learning_starts transitions are stored.
-    replayed = Replay(buffer, **replay_sizes(config, policies))
-    if uses_prioritized_replay(config, policies):
-        replayed = replayed.for_each(
-            UpdatePriorities(workers, buffer, compute_td_errors=compute_td_errors))
-    train = with_target_updates(replayed.for_each(TrainOneStep(workers)), workers, config,
-                                policies, by="sampled")
-    # training_intensity fixes how many replayed batches follow each stored one.
-    return Concurrently([store, train], mode="round_robin", output_indexes=[1],
-                        round_robin_weights=round_robin_weights(config))
+    return dqn_flow(ParallelRollouts(workers, mode="bulk_sync"), workers, config)

@@ -1,54 +1,42 @@
-"""Multi-agent training: each policy's algorithm, and plans that compose them.
+"""Multi-agent training: each policy's algorithm, and the plan that composes them.
 
 A multi-agent config names its policies (`policies`), maps agents to them (`policy_mapping`)
 and may leave some untrained (`policies_to_train`); see `docs/plans/multiagent.md`.
-Any built-in plan trains all policies of its own algorithm: `flowrl.run("ppo",
+A built-in plan trains all policies of its own algorithm: `flowrl.run("ppo",
 env="MultiAgentArena-v0", config={...})` trains two PPO policies when two are configured.
 
-`multiagent_plan` composes algorithms: the rollouts of all workers are split by policy
-(`SelectExperiences`) and every trained policy gets its own algorithm's flow, with that
-policy's own config (PPO: batching, advantage standardization, SGD epochs, KL adaptation;
-DQN: a replay buffer with its store and replay-train flows), all joined with `Concurrently`:
+`multiagent_plan` composes algorithms. Every algorithm module exports the flow that trains one
+policy (`ppo_flow(experiences, workers, config, policy_id)`, `dqn_flow`, ...; the algorithm's
+own plan is that flow over all rollouts), and the registry `flowrl.plans.ALGORITHMS` names it.
+The rollouts of all workers are split by policy (`SelectExperiences`) and every trained policy
+runs its own algorithm's flow with its own config, all joined with `Concurrently`:
 
 ```
-ParallelRollouts ─ duplicate ─┬─ SelectExperiences([p1]) ─ PPO flow (p1's config) ──┐
-                              └─ SelectExperiences([p2]) ─ DQN store + train flows ─┴ Concurrently
+ParallelRollouts ─ duplicate ─┬─ SelectExperiences([p1]) ─ ppo_flow(p1's config) ─┐
+                              └─ SelectExperiences([p2]) ─ dqn_flow(p2's config) ─┴ Concurrently
 ```
+
+The Trainer picks this plan by itself when a trained policy's algorithm is not the trainer's
+(`{"policies": {"p2": {"algo": "dqn"}}}` under a PPO trainer).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 from flowrl.config import from_dict
-from flowrl.data import MultiAgentBatch, SampleBatch
 from flowrl.iter import LocalIterator
-from flowrl.ops import (
-    BroadcastWeights,
-    ConcatBatches,
-    Concurrently,
-    ParallelRollouts,
-    Replay,
-    SelectExperiences,
-    StandardizeFields,
-    StoreToReplay,
-    TrainOneStep,
-    TrainResult,
-    UpdatePriorities,
-    UpdateTargetNetwork,
-)
-from flowrl.plans.dqn import DQNConfig, compute_td_errors, make_replay_buffer
-from flowrl.plans.ppo import PPOConfig, UpdateKL
+from flowrl.ops import Concurrently, ParallelRollouts, SelectExperiences, TrainResult
 from flowrl.policy import PolicySpec
 from flowrl.workers import WorkerSet
 
 SHARED_WORKER_FIELDS = ("framework", "seed", "env_config", "num_threads_per_worker",
-                        "learner_num_threads")
+                        "learner_num_threads", "num_workers", "num_envs_per_worker",
+                        "rollout_fragment_length", "batch_mode")
 """Fields a policy of another algorithm takes from the trainer's config: they describe the
-process all policies share, not one policy's learning. (Rollout fields such as
-`rollout_fragment_length` always come from the trainer's config, which shapes the workers.)"""
+workers and the process all policies share, not one policy's learning (the trainer's config
+shapes the workers, so a policy's config says what they really sample)."""
 
 
 def resolve_policies(config: Any, algorithm: Any,
@@ -78,126 +66,104 @@ def resolve_policies(config: Any, algorithm: Any,
         if other.config_class is type(config):
             policy_config = config.replace(**overrides) if overrides else config
         else:
+            if policy_id in (getattr(config, "policies_to_train", None) or [policy_id]):
+                _composable(policy_id, other)  # only a flow trains beside another algorithm
             shared = {name: getattr(config, name) for name in SHARED_WORKER_FIELDS}
             policy_config = from_dict(other.config_class, {**shared, **overrides})
         resolved[policy_id] = (other.policy, policy_config)
     return resolved
 
 
-class PolicyRows:
-    """Takes one policy's rows out of each multi-agent batch (for single-agent operators such
-    as `StoreToReplay`).
+def algorithm_of(policy_config: Any, lookup: Callable[[], Any] | None = None) -> Any:
+    """The built-in `AlgorithmSpec` whose config class `policy_config` is an instance of
+    (exactly: Ape-X's config subclasses DQN's, yet Ape-X is its own algorithm)."""
+    if lookup is None:
+        from flowrl.plans import ALGORITHMS as table
+    else:
+        table = lookup()
+    for spec in table.values():
+        if type(policy_config) is spec.config_class:
+            return spec
+    raise ValueError(f"No built-in algorithm has the config class "
+                     f"{type(policy_config).__name__}.")
 
-    Consumes: MultiAgentBatch. Yields: that policy's SampleBatch (empty when it had no rows).
-    Metrics: none.
 
-    Examples:
-        >>> PolicyRows("p2")
-        PolicyRows(policy_id='p2')
+def composable_algorithms() -> list[str]:
+    """Names of the built-in algorithms whose flow `multiagent_plan` can compose."""
+    from flowrl.plans import ALGORITHMS
+
+    return [spec.name for spec in ALGORITHMS.values() if spec.flow is not None]
+
+
+def needs_composed_plan(config: Any, resolved: dict[str, tuple[PolicySpec, Any]]) -> bool:
+    """True when a trained policy's algorithm is not the trainer's: only `multiagent_plan`
+    trains such a mix (each algorithm's own plan trains its own policies)."""
+    return any(type(resolved[pid][1]) is not type(config) for pid in _trained(config, resolved))
+
+
+def plan_for(algorithm: Any, config: Any, resolved: dict[str, tuple[PolicySpec, Any]]
+             ) -> Callable[[WorkerSet, Any], LocalIterator[TrainResult]]:
+    """The plan a Trainer of `algorithm` runs: its own, or `multiagent_plan` when a trained
+    policy belongs to another algorithm.
+
+    Raises:
+        ValueError: (before any worker starts) a mix with an algorithm that cannot be composed.
     """
-
-    def __init__(self, policy_id: str) -> None:
-        self.policy_id = policy_id
-
-    def __call__(self, batch: MultiAgentBatch) -> SampleBatch:
-        return batch.policy_batches.get(self.policy_id, SampleBatch())
-
-    def __repr__(self) -> str:
-        return f"PolicyRows(policy_id={self.policy_id!r})"
+    if not needs_composed_plan(config, resolved):
+        return algorithm.plan
+    for policy_id in _trained(config, resolved):
+        _composable(policy_id, algorithm_of(resolved[policy_id][1]))
+    return multiagent_plan
 
 
-def ppo_policy_flow(experiences: LocalIterator[Any], workers: WorkerSet, policy_id: str,
-                    config: PPOConfig) -> tuple[LocalIterator[TrainResult], float]:
-    """PPO's training flow for one policy, fed by a stream of (multi-agent) batches.
-
-    Returns the flow and how many input batches it consumes per output.
-    """
-    mine = experiences.for_each(SelectExperiences([policy_id]))
-    batches = mine.combine(ConcatBatches(min_batch_size=config.train_batch_size))
-    batches = batches.for_each(StandardizeFields(["advantages"]))
-    trained = batches.for_each(TrainOneStep(workers, num_sgd_iter=config.num_sgd_iter,
-                                            sgd_minibatch_size=config.sgd_minibatch_size,
-                                            policy_ids=[policy_id]))
-    synced = trained.for_each(BroadcastWeights(workers, policy_ids=[policy_id]))
-    flow = synced.for_each(UpdateKL(workers, kl_target=config.kl_target))
-    return flow, math.ceil(config.train_batch_size / workers.config.steps_per_sample_round)
+def _trained(config: Any, resolved: dict[str, tuple[PolicySpec, Any]]) -> list[str]:
+    trained = getattr(config, "policies_to_train", None) or list(resolved)
+    return [pid for pid in trained if pid in resolved]
 
 
-def dqn_policy_flow(experiences: LocalIterator[Any], workers: WorkerSet, policy_id: str,
-                    config: DQNConfig) -> tuple[LocalIterator[TrainResult], float]:
-    """DQN's store and replay-train flows for one policy, fed by (multi-agent) batches.
-
-    `training_intensity` counts this policy's rows trained per env step sampled by the shared
-    workers. Returns the flow and how many input batches it consumes per output.
-    """
-    buffer = make_replay_buffer(config)
-    store = (experiences.for_each(SelectExperiences([policy_id]))
-             .for_each(PolicyRows(policy_id))
-             .for_each(StoreToReplay(buffer, seed=config.seed))
-             .for_each(BroadcastWeights(workers, policy_ids=[policy_id])))
-    replayed = Replay(buffer, num_items=config.train_batch_size,
-                      learning_starts=config.learning_starts)
-    if config.prioritized_replay:
-        replayed = replayed.for_each(UpdatePriorities(
-            workers, buffer, compute_td_errors=compute_td_errors, policy_id=policy_id))
-    train = (replayed
-             .for_each(TrainOneStep(workers, policy_ids=[policy_id]))
-             .for_each(UpdateTargetNetwork(workers, config.target_network_update_freq,
-                                           by="sampled", policy_id=policy_id)))
-    steps_per_round = workers.config.steps_per_sample_round
-    intensity = config.training_intensity
-    batches_per_round = 1 if intensity is None else max(
-        1, round(intensity * steps_per_round / config.train_batch_size))
-    flow = Concurrently([store, train], mode="round_robin", output_indexes=[1],
-                        round_robin_weights=[1, batches_per_round])
-    return flow, 1 / batches_per_round
-
-
-PolicyFlow = Callable[..., tuple[LocalIterator[TrainResult], float]]
-"""`flow(experiences, workers, policy_id, policy_config) -> (flow, inputs per output)`."""
-
-POLICY_FLOWS: dict[type, PolicyFlow] = {
-    PPOConfig: ppo_policy_flow,
-    DQNConfig: dqn_policy_flow,
-}
-"""Config class of a policy's algorithm -> the flow that trains one such policy."""
+def _composable(policy_id: str, algorithm: Any) -> Any:
+    """`algorithm`, if it has a flow `multiagent_plan` can compose; else a clear error."""
+    if algorithm.flow is None:
+        raise ValueError(
+            f"Policy {policy_id!r} uses {algorithm.name}, whose plan trains only policies of "
+            f"its own, so it cannot yet be composed with other algorithms. Algorithms "
+            f"multiagent_plan composes: {composable_algorithms()}; or give every trained "
+            f"policy the algorithm {algorithm.name}.")
+    return algorithm
 
 
 def multiagent_plan(workers: WorkerSet, config: Any) -> LocalIterator[TrainResult]:
     """Every trained policy learns with its own algorithm's flow over shared rollouts.
 
     Raises:
-        ValueError: the env is not multi-agent, or a policy's algorithm has no flow here.
+        ValueError: the env is not multi-agent, or a policy's algorithm has no flow to
+            compose (the message lists those that have one).
     """
     setup = workers.multi_agent
     if setup is None:
         raise ValueError("multiagent_plan needs a multi-agent env (a PettingZoo parallel env, "
                          "e.g. 'MultiAgentArena-v0'); for a single-agent env use a built-in "
                          "algorithm's own plan.")
-    trained = list(setup.policies_to_train)
-    flows = []
-    for policy_id in trained:
+    chosen = []
+    for policy_id in setup.policies_to_train:
         policy_config = setup.entries[policy_id].config
-        flow = POLICY_FLOWS.get(type(policy_config))
-        if flow is None:
-            raise ValueError(
-                f"Policy {policy_id!r} uses {type(policy_config).__name__}, which "
-                f"multiagent_plan cannot train yet; algorithms it composes: "
-                f"{[cls.__name__ for cls in POLICY_FLOWS]}.")
-        flows.append((policy_id, policy_config, flow))
+        algorithm = _composable(policy_id, algorithm_of(policy_config))
+        chosen.append((policy_id, policy_config, algorithm))
     # On-policy algorithms need samples from their current weights: one lock-step source.
     rollouts = ParallelRollouts(workers, mode="bulk_sync")
-    branches = rollouts.duplicate(len(flows)) if len(flows) > 1 else [rollouts]
-    built = [flow(branch, workers, policy_id, policy_config)
-             for branch, (policy_id, policy_config, flow) in zip(branches, flows)]
-    if len(built) == 1:
-        return built[0][0]
-    # Each rotation pulls as many outputs from each branch as consume the same rollouts.
-    slowest = max(inputs_per_output for _, inputs_per_output in built)
-    weights = [max(1, round(slowest / inputs_per_output)) for _, inputs_per_output in built]
-    return Concurrently([branch for branch, _ in built], mode="round_robin",
-                        round_robin_weights=weights)
+    branches = rollouts.duplicate(len(chosen)) if len(chosen) > 1 else [rollouts]
+    flows, rates = [], []
+    for branch, (policy_id, policy_config, algorithm) in zip(branches, chosen):
+        mine = branch.for_each(SelectExperiences([policy_id]))
+        flows.append(algorithm.flow(mine, workers, policy_config, policy_id))
+        rates.append(algorithm.rollouts_per_output(workers, policy_config))
+    if len(flows) == 1:
+        return flows[0]
+    # Each rotation pulls as many outputs from each flow as consume the same rollouts.
+    slowest = max(rates)
+    weights = [max(1, round(slowest / rate)) for rate in rates]
+    return Concurrently(flows, mode="round_robin", round_robin_weights=weights)
 
 
-__all__ = ["POLICY_FLOWS", "SHARED_WORKER_FIELDS", "PolicyRows", "dqn_policy_flow",
-           "multiagent_plan", "ppo_policy_flow", "resolve_policies"]
+__all__ = ["SHARED_WORKER_FIELDS", "algorithm_of", "composable_algorithms", "multiagent_plan",
+           "needs_composed_plan", "plan_for", "resolve_policies"]

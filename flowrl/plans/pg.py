@@ -15,8 +15,9 @@ Metrics reported: `info/learner/default_policy/{policy_loss, total_loss, ...}`, 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from flowrl.config import AlgorithmConfig
 from flowrl.iter import LocalIterator
@@ -77,11 +78,35 @@ PG_POLICY = PolicySpec(name="pg", torch_loss=pg_loss_torch, tf_loss=pg_loss_tf,
 """The policy-gradient policy PG, A2C and A3C train: sampled actions, GAE, the PG loss."""
 
 
+def pg_flow(experiences: LocalIterator[Any], workers: WorkerSet, config: PGConfig,
+            policy_id: str | None = None) -> LocalIterator[TrainResult]:
+    """PG's training flow for one policy: its experiences in, training results out.
+
+    Args:
+        experiences: the policy's experiences, sampled in lock-step.
+        workers: the rollout workers (the learner's policy is the local worker's).
+        config: the policy's typed config.
+        policy_id: the policy this flow trains; None trains the workers' own trained policies
+            (the default policy of a single-agent run).
+    """
+    policy_ids = None if policy_id is None else [policy_id]
+    batches = experiences.combine(ConcatBatches(min_batch_size=config.train_batch_size))
+    trained = batches.for_each(TrainOneStep(workers, policy_ids=policy_ids))
+    # Weight sync is its own stage, not a side effect of training.
+    return trained.for_each(BroadcastWeights(workers, policy_ids=policy_ids))
+
+
+def rounds_per_train_batch(workers: WorkerSet, config: PolicyGradientConfig) -> float:
+    """Sampling rounds a policy-gradient flow (PG, A2C, PPO) consumes per update: enough for
+    `train_batch_size` steps (A2C with microbatches: for all microbatches of one update)."""
+    steps_per_round = workers.config.steps_per_sample_round
+    microbatch_size = getattr(config, "microbatch_size", None)
+    if microbatch_size:
+        return math.ceil(microbatch_size / steps_per_round) * config.num_microbatches
+    return math.ceil(config.train_batch_size / steps_per_round)
+
+
 def pg_plan(workers: WorkerSet, config: PGConfig) -> LocalIterator[TrainResult]:
     """PG as a dataflow: sample in lock-step, one gradient step per train batch, sync."""
     # Synchronous sampling: every batch comes from the current weights.
-    rollouts = ParallelRollouts(workers, mode="bulk_sync")
-    batches = rollouts.combine(ConcatBatches(min_batch_size=config.train_batch_size))
-    trained = batches.for_each(TrainOneStep(workers))
-    # Weight sync is its own stage, not a side effect of training.
-    return trained.for_each(BroadcastWeights(workers))
+    return pg_flow(ParallelRollouts(workers, mode="bulk_sync"), workers, config)

@@ -28,14 +28,13 @@ from typing import Any
 
 from flowrl.iter import LocalIterator
 from flowrl.ops import (
-    DEFAULT_POLICY_ID,
-    KL_COEFF_INFO,
     BroadcastWeights,
     ConcatBatches,
     ParallelRollouts,
     StandardizeFields,
     TrainOneStep,
     TrainResult,
+    UpdateKL,
 )
 from flowrl.plans.pg import PolicyGradientConfig
 from flowrl.policy import PolicySpec
@@ -154,55 +153,32 @@ PPO_POLICY = PolicySpec(name="ppo", torch_loss=ppo_loss_torch, tf_loss=ppo_loss_
 """PPO's policy: sampled actions, GAE, the clipped-surrogate loss, an adaptive KL coefficient."""
 
 
-class UpdateKL:
-    """Adapts the learner's KL coefficient toward `kl_target` after each training round.
+def ppo_flow(experiences: LocalIterator[Any], workers: WorkerSet, config: PPOConfig,
+             policy_id: str | None = None) -> LocalIterator[TrainResult]:
+    """PPO's training flow for one policy: full batches, minibatch SGD, sync, adapt the KL.
 
-    Consumes: TrainResult. Yields: the same TrainResult, with `kl_coeff` in its stats.
-    Metrics: info `learner/kl_coeff`.
-
-    Examples:
-        >>> UpdateKL(workers, kl_target=0.01)  # doctest: +SKIP
-        UpdateKL(kl_target=0.01)
+    Args:
+        experiences: the policy's experiences, sampled in lock-step.
+        workers: the rollout workers (the learner's policy is the local worker's).
+        config: the policy's typed config.
+        policy_id: the policy this flow trains; None trains the workers' own trained policies
+            (the default policy of a single-agent run).
     """
-
-    metrics_written = (KL_COEFF_INFO,)
-
-    def __init__(self, workers: WorkerSet, *, kl_target: float) -> None:
-        self.workers = workers
-        self.kl_target = kl_target
-
-    def __call__(self, result: TrainResult) -> TrainResult:
-        for policy_id, stats in result.learner_stats.items():  # one entry per trained policy
-            worker = self.workers.local_worker()
-            policy = (worker.policy if policy_id == DEFAULT_POLICY_ID
-                      else worker.get_policy(policy_id))
-            coeff = float(policy.get_coefficient("kl_coeff"))
-            kl = stats.get("kl")
-            if kl is not None and coeff > 0:
-                if kl > 2.0 * self.kl_target:
-                    coeff *= 1.5
-                elif kl < 0.5 * self.kl_target:
-                    coeff *= 0.5
-                policy.set_coefficient("kl_coeff", coeff)
-            stats["kl_coeff"] = coeff
-            LocalIterator.get_metrics().info[KL_COEFF_INFO] = coeff
-        return result
-
-    def __repr__(self) -> str:
-        return f"UpdateKL(kl_target={self.kl_target})"
+    policy_ids = None if policy_id is None else [policy_id]
+    # Collect a full train batch and standardize its advantages.
+    batches = experiences.combine(ConcatBatches(min_batch_size=config.train_batch_size))
+    batches = batches.for_each(StandardizeFields(["advantages"]))
+    # Several epochs of minibatch SGD on the learner's policy.
+    trained = batches.for_each(TrainOneStep(workers, num_sgd_iter=config.num_sgd_iter,
+                                            sgd_minibatch_size=config.sgd_minibatch_size,
+                                            policy_ids=policy_ids))
+    # Weight sync is its own stage, not a side effect of training.
+    synced = trained.for_each(BroadcastWeights(workers, policy_ids=policy_ids))
+    # The KL coefficient follows the measured KL of this round.
+    return synced.for_each(UpdateKL(workers, kl_target=config.kl_target))
 
 
 def ppo_plan(workers: WorkerSet, config: PPOConfig) -> LocalIterator[TrainResult]:
     """PPO as a dataflow: sample in lock-step, train on full batches, sync, adapt the KL."""
     # Synchronous sampling keeps PPO on-policy.
-    rollouts = ParallelRollouts(workers, mode="bulk_sync")
-    # Collect a full train batch and standardize its advantages.
-    batches = rollouts.combine(ConcatBatches(min_batch_size=config.train_batch_size))
-    batches = batches.for_each(StandardizeFields(["advantages"]))
-    # Several epochs of minibatch SGD on the learner's policy.
-    trained = batches.for_each(TrainOneStep(workers, num_sgd_iter=config.num_sgd_iter,
-                                            sgd_minibatch_size=config.sgd_minibatch_size))
-    # Weight sync is its own stage, not a side effect of training.
-    synced = trained.for_each(BroadcastWeights(workers))
-    # The KL coefficient follows the measured KL of this round.
-    return synced.for_each(UpdateKL(workers, kl_target=config.kl_target))
+    return ppo_flow(ParallelRollouts(workers, mode="bulk_sync"), workers, config)

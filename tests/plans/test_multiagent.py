@@ -183,6 +183,62 @@ def test_composed_ppo_and_dqn_plan_trains_both_algorithms(framework, executor):
         assert stage in labels, (stage, labels)
 
 
+DQN_TINY = {"learning_starts": 40, "train_batch_size": 16, "training_intensity": 0.5,
+            "model": {"fcnet_hiddens": [16]}}
+
+
+def test_a_policy_of_another_algorithm_trains_without_naming_a_plan(local_executor):
+    """0.2 failed here with KeyError 'advantages': a DQN policy under a PPO trainer needs the
+    composed plan, which the Trainer now picks by itself."""
+    config = arena_config(min_steps_per_iteration=40, policies={
+        "p1": {}, "p2": {"algo": "dqn", "config": DQN_TINY}})
+    trainer = flowrl.Trainer("ppo", env="MultiAgentArena-v0", config=config)
+    try:
+        learner = {}
+        for _ in range(3):
+            learner.update(trainer.train()["info"]["learner"])
+        assert trainer._plan_fn is multiagent_plan
+    finally:
+        trainer.stop()
+    assert "policy_loss" in learner["p1"] and "mean_q" in learner["p2"]
+
+
+@pytest.mark.parametrize(("trainer_algo", "other", "overrides", "stat"), [
+    ("dqn", "a2c", {"train_batch_size": 40}, "vf_loss"),
+    ("a2c", "ppo", {"num_sgd_iter": 1}, "kl_coeff"),
+    ("ppo", "pg", {"train_batch_size": 40}, "policy_loss"),
+    ("ppo", "a2c", {"train_batch_size": 40, "microbatch_size": 20}, "vf_loss"),
+])
+def test_any_two_composable_algorithms_train_side_by_side(trainer_algo, other, overrides, stat,
+                                                          local_executor):
+    own = DQN_TINY if trainer_algo == "dqn" else {}
+    config = {**arena_config(min_steps_per_iteration=40, **own), "policies": {
+        "p1": {}, "p2": {"algo": other, "config": overrides}}}
+    if trainer_algo != "ppo":
+        for key in ("sgd_minibatch_size", "num_sgd_iter"):
+            config.pop(key)
+    trainer = flowrl.Trainer(trainer_algo, env="MultiAgentArena-v0", config=config)
+    try:
+        before = weights_of(trainer, "p2")
+        learner = {}
+        for _ in range(3):
+            learner.update(trainer.train()["info"]["learner"])
+        after = trainer.get_policy("p2").get_weights()
+    finally:
+        trainer.stop()
+    assert set(learner) == {"p1", "p2"}
+    assert stat in learner["p2"]
+    assert any(not np.allclose(after[k], before[k]) for k in after)
+
+
+def test_a_mix_with_an_algorithm_that_cannot_compose_fails_before_any_worker_starts():
+    config = arena_config(policies={"p1": {}, "p2": {"algo": "a3c"}})
+    with pytest.raises(ValueError) as info:
+        flowrl.Trainer("ppo", env="MultiAgentArena-v0", config=config, local_mode=True)
+    message = str(info.value)
+    assert "'p2' uses A3C" in message and "'PPO'" in message and "'DQN'" in message
+
+
 REPLAY_TINY = {"num_envs_per_worker": 2, "rollout_fragment_length": 10, "seed": 3,
                "num_cpus_per_worker": 0, "model": {"fcnet_hiddens": [16]},
                "env_config": {"width": 4, "height": 4, "timestep_limit": 10},

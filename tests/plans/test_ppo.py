@@ -6,8 +6,8 @@ import pytest
 
 import flowrl
 from flowrl.config import from_dict
-from flowrl.ops import TrainResult
-from flowrl.plans.ppo import PPOConfig, UpdateKL
+from flowrl.ops import TrainResult, UpdateKL
+from flowrl.plans.ppo import PPOConfig
 
 
 def test_plan_repr_reads_as_the_dataflow(tiny_config, local_executor):
