@@ -25,6 +25,49 @@ TINY_BY_ALGO = {
 }
 
 
+def wrapper(env, kind):
+    """The wrapper of type `kind` in env's chain (None when there is none)."""
+    while isinstance(env, gymnasium.Wrapper):
+        if isinstance(env, kind):
+            return env
+        env = env.env
+    return None
+
+
+def test_the_deepmind_wrappers_clip_rewards_end_lives_and_fire_on_reset():
+    env = get_env_creator("ALE/Breakout-v5")({})
+    try:
+        for kind in (atari.EpisodicLife, atari.FireOnReset, gymnasium.wrappers.ClipReward):
+            assert wrapper(env, kind) is not None, kind
+        assert wrapper(env, atari.FireOnReset).fires  # Breakout's action 1 is FIRE
+        env.reset(seed=0)
+        lives = env.unwrapped.ale.lives()
+        rng = np.random.default_rng(0)
+        for _ in range(5000):
+            _, reward, terminated, truncated, _ = env.step(int(rng.integers(4)))
+            assert reward in (-1.0, 0.0, 1.0)
+            if terminated or truncated:
+                break
+        assert terminated and env.unwrapped.ale.lives() == lives - 1  # one life, not the game
+        frames_before = env.unwrapped.ale.getEpisodeFrameNumber()
+        env.reset()
+        assert env.unwrapped.ale.getEpisodeFrameNumber() > frames_before  # the game went on
+        assert env.unwrapped.ale.lives() == lives - 1
+    finally:
+        env.close()
+    plain = get_env_creator("ALE/Breakout-v5")({"clip_rewards": False, "episodic_life": False})
+    try:
+        assert wrapper(plain, gymnasium.wrappers.ClipReward) is None
+        assert wrapper(plain, atari.EpisodicLife) is None
+    finally:
+        plain.close()
+    no_fire = get_env_creator("ALE/Freeway-v5")({})  # NOOP, UP, DOWN: nothing to fire
+    try:
+        assert not wrapper(no_fire, atari.FireOnReset).fires
+    finally:
+        no_fire.close()
+
+
 def test_pong_gets_the_deepmind_preprocessing_by_default():
     creator = get_env_creator(PONG)
     assert creator == atari.AtariEnvCreator(PONG, deepmind_preprocessing=True)
@@ -37,8 +80,7 @@ def test_pong_gets_the_deepmind_preprocessing_by_default():
         obs, *_ = env.step(0)
         assert obs.flags["C_CONTIGUOUS"]
         # the wrapper skips 4 frames; the ALE env under it skips none (no 16-frame skips)
-        preprocessing = env.env.env
-        assert isinstance(preprocessing, gymnasium.wrappers.AtariPreprocessing)
+        preprocessing = wrapper(env, gymnasium.wrappers.AtariPreprocessing)
         assert preprocessing.frame_skip == 4 and env.unwrapped._frameskip == 1
     finally:
         env.close()
@@ -47,7 +89,8 @@ def test_pong_gets_the_deepmind_preprocessing_by_default():
 def test_env_config_frameskip_sets_the_wrappers_skip():
     env = get_env_creator(PONG)({"frameskip": 2})
     try:
-        assert env.env.env.frame_skip == 2 and env.unwrapped._frameskip == 1
+        frame_skip = wrapper(env, gymnasium.wrappers.AtariPreprocessing).frame_skip
+        assert frame_skip == 2 and env.unwrapped._frameskip == 1
     finally:
         env.close()
 

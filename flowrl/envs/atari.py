@@ -5,10 +5,23 @@ wheel). Gymnasium only knows the ``ALE/...`` ids once ale-py registered them, wh
 does on demand, in the driver and again in every rollout worker process.
 
 The preprocessing (on by default for Atari ids; the config switch ``atari_preprocessing``) is
-gymnasium's ``AtariPreprocessing`` -- up to 30 no-op starts, a 4-frame skip with the max over the
-last two frames, 84x84 grayscale -- then the last 4 frames stacked by ``FrameStackObservation``
-and moved to the last axis: observations are ``(84, 84, 4)`` uint8 images, which flowrl's
-models send through the Nature CNN. The frame skip is the wrapper's, so the ALE env itself is
+the DeepMind one (Mnih et al., 2015; the order of OpenAI Baselines' ``wrap_deepmind``):
+
+1. gymnasium's ``AtariPreprocessing``: up to 30 no-op starts, a 4-frame skip with the max over
+   the last two frames, 84x84 grayscale;
+2. end-of-life episodes (`EpisodicLife`): losing a life ends the episode for the learner, but
+   the game goes on: the next ``reset`` continues it with one no-op step, and only a game over
+   resets the game;
+3. FIRE on reset (`FireOnReset`) in games whose second action is FIRE (Breakout needs it to
+   launch the ball, also after a lost life);
+4. reward clipping to its sign, -1, 0 or 1 (gymnasium's ``ClipReward``);
+5. the last 4 frames stacked by ``FrameStackObservation`` and moved to the last axis:
+   observations are ``(84, 84, 4)`` uint8 images, which flowrl's models send through the
+   Nature CNN.
+
+The reported episode returns are therefore clipped returns of one life, as the learner sees
+them, not game scores. ``env_config`` switches: ``clip_rewards`` and ``episodic_life`` (both
+True by default), ``noop_max`` (30). The frame skip is the wrapper's, so the ALE env itself is
 made with ``frameskip=1``; an ``env_config`` ``frameskip`` sets the wrapper's skip instead.
 
 Examples:
@@ -29,6 +42,8 @@ import numpy as np
 __all__ = [
     "AtariEnvCreator",
     "ChannelsLastFrames",
+    "EpisodicLife",
+    "FireOnReset",
     "INSTALL_HINT",
     "is_atari_id",
     "missing_ale_message",
@@ -89,6 +104,63 @@ class ChannelsLastFrames(gymnasium.ObservationWrapper):
         return np.ascontiguousarray(np.moveaxis(np.asarray(observation), 0, -1))
 
 
+class EpisodicLife(gymnasium.Wrapper):
+    """Ends the episode when a life is lost, without ending the game.
+
+    ``step`` reports ``terminated=True`` on the step that loses a life; the following ``reset``
+    then continues the same game with one no-op step, unless the game is over, when it resets
+    the game. Value estimates learn that losing a life ends the rewards (DeepMind's trick),
+    while every life still starts where the last one ended.
+    """
+
+    def __init__(self, env: gymnasium.Env) -> None:
+        super().__init__(env)
+        self._lives = 0
+        self._game_over = True
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._game_over = terminated or truncated
+        lives = self.env.unwrapped.ale.lives()
+        if 0 < lives < self._lives:
+            terminated = True
+        self._lives = lives
+        return obs, reward, terminated, truncated, info
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        if self._game_over or seed is not None:
+            obs, info = self.env.reset(seed=seed, options=options)
+        else:
+            obs, _, terminated, truncated, info = self.env.step(0)  # no-op: the game goes on
+            if terminated or truncated:
+                obs, info = self.env.reset(options=options)
+        self._game_over = False
+        self._lives = self.env.unwrapped.ale.lives()
+        return obs, info
+
+
+class FireOnReset(gymnasium.Wrapper):
+    """Presses FIRE after every reset, for games that wait for it (Breakout's ball launch).
+
+    Applies only where action 1 is FIRE; elsewhere ``reset`` is the wrapped one.
+    """
+
+    def __init__(self, env: gymnasium.Env) -> None:
+        super().__init__(env)
+        meanings = env.unwrapped.get_action_meanings()
+        self.fires = len(meanings) >= 3 and meanings[1] == "FIRE"
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        if not self.fires:
+            return obs, info
+        for action in (1, 2):  # FIRE, then another action, as in DeepMind's setup
+            obs, _, terminated, truncated, info = self.env.step(action)
+            if terminated or truncated:
+                obs, info = self.env.reset(options=options)
+        return obs, info
+
+
 @dataclasses.dataclass(frozen=True)
 class AtariEnvCreator:
     """Creates an Atari env by gymnasium id, with the DeepMind preprocessing when it is on.
@@ -111,9 +183,17 @@ class AtariEnvCreator:
         if not self.deepmind_preprocessing:
             return gymnasium.make(self.env_id, **config)
         frame_skip = config.pop("frameskip", FRAME_SKIP)
+        clip_rewards = config.pop("clip_rewards", True)
+        episodic_life = config.pop("episodic_life", True)
+        noop_max = config.pop("noop_max", NOOP_MAX)
         env = gymnasium.make(self.env_id, frameskip=1, **config)
         env = gymnasium.wrappers.AtariPreprocessing(
-            env, noop_max=NOOP_MAX, frame_skip=frame_skip, screen_size=SCREEN_SIZE,
+            env, noop_max=noop_max, frame_skip=frame_skip, screen_size=SCREEN_SIZE,
             grayscale_obs=True, scale_obs=False)
+        if episodic_life:
+            env = EpisodicLife(env)
+        env = FireOnReset(env)
+        if clip_rewards:
+            env = gymnasium.wrappers.ClipReward(env, -1.0, 1.0)
         env = gymnasium.wrappers.FrameStackObservation(env, FRAME_STACK)
         return ChannelsLastFrames(env)
