@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flowrl.plans import a2c, a3c, apex, appo, dqn, impala, pg, ppo
+from flowrl.plans import a2c, a3c, apex, appo, ars, dqn, es, impala, pg, ppo
 from flowrl.policy import PolicySpec, policy_class
 from flowrl.policy.spec import FRAMEWORKS
 
@@ -66,6 +66,12 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
     "apex": AlgorithmSpec("APEX", apex.ApexConfig, apex.apex_plan, apex.APEX_POLICY,
                           "Ape-X: async rollouts into replay actors feeding a DQN learner "
                           "thread."),
+    "es": AlgorithmSpec("ES", es.ESConfig, es.es_plan, es.ES_POLICY,
+                        "Evolution strategies: antithetic perturbations from a shared noise "
+                        "table, centered ranks, Adam."),
+    "ars": AlgorithmSpec("ARS", ars.ARSConfig, ars.ars_plan, ars.ARS_POLICY,
+                         "Augmented random search: top-b antithetic directions, linear policy "
+                         "by default."),
 }
 
 

@@ -40,6 +40,10 @@ class EpisodeTracker:
             self._next_episode += 1
         return eps_id, t
 
+    def record_episode(self, episode_return: float, length: int) -> None:
+        """Records an episode run outside the vector env (e.g. an ES evaluation episode)."""
+        self._completed.append((float(episode_return), int(length)))
+
     def pop_completed(self) -> list[tuple[float, int]]:
         """Returns and clears the episodes finished since the last call."""
         done, self._completed = self._completed, []

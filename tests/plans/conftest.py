@@ -17,6 +17,10 @@ TINY = {
     "dqn": {"train_batch_size": 16, "learning_starts": 40, "buffer_size": 1000},
     "apex": {"num_workers": 2, "train_batch_size": 16, "learning_starts": 40,
              "buffer_size": 1000, "max_weight_sync_delay": 20},
+    "es": {"episodes_per_batch": 4, "train_batch_size": 10, "pairs_per_request": 1,
+           "noise_size": 100_000, "eval_prob": 0.5},
+    "ars": {"ars_num_directions": 2, "ars_top_directions": 1, "noise_size": 100_000,
+            "eval_prob": 0.5},
 }
 
 
