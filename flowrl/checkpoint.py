@@ -310,6 +310,24 @@ def remove_stale_staging(directory: str | os.PathLike[str]) -> None:
         shutil.rmtree(entry, ignore_errors=True)
 
 
+def find_checkpoint(path: str | os.PathLike[str]) -> str:
+    """The checkpoint ``path`` names: ``path`` itself when it holds one, else the latest
+    ``checkpoint_<iteration>`` directory inside it (a run directory, or the directory a Ray Tune
+    trial's ``best.checkpoint`` points at), else ``path`` unchanged (reading it then says what
+    is missing).
+
+    Examples:
+        >>> find_checkpoint("no/such/dir")
+        'no/such/dir'
+    """
+    directory = Path(path)
+    if not directory.is_dir() or _looks_like_checkpoint(directory):
+        return os.fspath(path)
+    found = sorted(entry for entry in directory.glob("checkpoint_*")
+                   if entry.is_dir() and (entry / STATE_FILE).is_file())
+    return str(found[-1]) if found else os.fspath(path)
+
+
 def _looks_like_checkpoint(directory: Path) -> bool:
     return (directory / STATE_FILE).is_file() or (directory / LEGACY_PICKLE_FILE).is_file()
 
@@ -393,6 +411,7 @@ __all__ = [
     "STATE_FILE",
     "CheckpointError",
     "describe_env_source",
+    "find_checkpoint",
     "flatten_state",
     "import_env_module",
     "read_checkpoint",

@@ -44,6 +44,8 @@ __all__ = ["CommandError", "main"]
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_TERMINATED = 128 + signal.SIGTERM
+"""Training stopped by SIGTERM (after saving a checkpoint), as a shell reports a SIGTERM."""
 
 class CommandError(Exception):
     """Bad command-line input (or a missing component): printed without a traceback."""
@@ -57,7 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the ``flowrl`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
     Bad input (bad JSON, an unknown config key, algorithm or environment, a wrong value type)
-    prints one paragraph to stderr and returns 2; ``--help`` returns 0.
+    prints one paragraph to stderr and returns 2; ``--help`` returns 0. Any other error (one
+    the run finds, e.g. a config that cannot run on the env) prints its message without a
+    traceback and returns 1; ``--debug`` raises it with its traceback instead. SIGTERM while
+    training saves a checkpoint like Ctrl-C and returns 143 (128 + SIGTERM).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else ""
@@ -76,6 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as error:
         print(f"flowrl {command}: error: {error}", file=sys.stderr)
         return error.exit_code
+    except Exception as error:  # noqa: BLE001 -- the message is the report; --debug re-raises
+        if "--debug" in argv:
+            raise
+        print(f"flowrl {command}: error: {_error_text(error)}\n(Run again with --debug to see "
+              f"the traceback.)", file=sys.stderr)
+        return EXIT_ERROR
     except SystemExit as exit_request:  # argparse: --help, --version, or a usage error
         code = exit_request.code
         return code if isinstance(code, int) else (EXIT_OK if code is None else EXIT_ERROR)
@@ -174,7 +185,14 @@ def _add_train_parser(commands: Any) -> None:
         type=int,
         default=3,
         metavar="N",
-        help="Keep only the N most recent periodic checkpoints (default: 3).",
+        help="Keep only the N most recent periodic checkpoints (default: 3); with "
+        "--checkpoint-score-attr, the N best and the latest.",
+    )
+    train.add_argument(
+        "--checkpoint-score-attr",
+        metavar="KEY",
+        help="Rank the periodic checkpoints by this result key, highest best (e.g. "
+        "episode_reward_mean; min-KEY: lowest best), and keep the best ones.",
     )
     train.add_argument(
         "--viewer",
@@ -194,6 +212,30 @@ def _add_train_parser(commands: Any) -> None:
         metavar="N",
         help="0: warnings only, 1: progress (default), 2: debug logging.",
     )
+    train.add_argument(
+        "--stop-on-divergence",
+        action="store_true",
+        help="End the run (with a checkpoint) when it diverges: a loss or gradient norm "
+        "explodes, or a discrete policy's entropy collapses (reported once either way).",
+    )
+    _add_debug_option(train)
+
+
+def _add_debug_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--debug", action="store_true",
+        help="On an error, show its full traceback instead of the message only.")
+
+
+def _error_text(error: BaseException) -> str:
+    """An error's message for the terminal: an operator error without its original traceback
+    (``--debug`` shows it); other types than ValueError/TypeError are named."""
+    text = str(error)
+    if getattr(error, "remote_traceback", None):
+        text = text.split("\nOriginal traceback:", 1)[0]
+    if isinstance(error, (ValueError, TypeError)):
+        return text
+    return f"{type(error).__name__}: {text}"
 
 
 def _add_help_option(parser: argparse.ArgumentParser) -> None:
@@ -230,6 +272,7 @@ def _add_plan_parser(commands: Any) -> None:
         help="text: the plan's lineage; dot: Graphviz; html: the plan viewer.",
     )
     plan.add_argument("--output", metavar="PATH", help="Write to PATH instead of stdout.")
+    _add_debug_option(plan)
     plan.add_argument(
         "--iterations",
         type=int,
@@ -255,6 +298,7 @@ def _add_view_parser(commands: Any) -> None:
                       help="Port to serve on (default: a free port).")
     view.add_argument("--output", metavar="PATH",
                       help="Write a self-contained HTML page to PATH instead of serving.")
+    _add_debug_option(view)
 
 
 def _add_rollout_parser(commands: Any) -> None:
@@ -265,12 +309,20 @@ def _add_rollout_parser(commands: Any) -> None:
         "run it without exploration, printing each episode's return.",
         allow_abbrev=False,
     )
-    rollout.add_argument("checkpoint", metavar="CHECKPOINT", help="A path Trainer.save returned.")
+    rollout.add_argument("checkpoint", metavar="CHECKPOINT",
+                         help="A path Trainer.save returned, or a directory of checkpoints (a "
+                         "run directory, Ray Tune's best.checkpoint): its latest one.")
     rollout.add_argument("--episodes", type=int, default=10, metavar="N",
                          help="Episodes to run (default: 10).")
     rollout.add_argument("--env-module", metavar="MODULE",
                          help="For a custom env: a module name or .py path to import first, "
                          "whose flowrl.register_env call registers the checkpoint's env.")
+    rollout.add_argument("--env", metavar="ENV",
+                         help="Run the policy in ENV instead of the env the checkpoint names.")
+    rollout.add_argument("--trust-checkpoint", action="store_true",
+                         help="Allow the checkpoint's env name to import the module it names "
+                         "('module:EnvId'); refused otherwise, so a checkpoint runs no code.")
+    _add_debug_option(rollout)
 
 
 def _add_config_source_options(parser: argparse.ArgumentParser) -> None:
@@ -315,8 +367,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.verbose >= 1:
         until = json.dumps(stop) if stop else "Ctrl-C (no --stop given)"
         print(f"Training {algorithm.name} on {env} until {until}.", flush=True)
+    terminated: list[int] = []
     try:
-        with _sigterm_as_keyboard_interrupt():
+        with _sigterm_as_keyboard_interrupt(terminated):
             result = trainer.run(
                 key,
                 env,
@@ -330,32 +383,34 @@ def _train(args: argparse.Namespace) -> int:
                 log_dir=args.log_dir,
                 checkpoint_freq=args.checkpoint_freq,
                 keep_checkpoints_num=args.keep_checkpoints_num,
+                checkpoint_score_attr=args.checkpoint_score_attr,
                 viewer=args.viewer,
                 viewer_port=args.viewer_port,
+                stop_on_divergence=args.stop_on_divergence,
             )
     except KeyboardInterrupt as interrupt:
-        _report_interrupt(interrupt)
-        return EXIT_OK
+        _report_interrupt(interrupt, terminated=bool(terminated))
+        return EXIT_TERMINATED if terminated else EXIT_OK
     except _viewer_port_error() as error:
         raise CommandError(f"--viewer-port {args.viewer_port}: {error.strerror}") from None
     except _restore_error_type(trainer) as error:
-        raise CommandError(
-            f"--restore {args.restore}: {error} Pass --run with the checkpoint's algorithm, or "
-            f"a checkpoint written by {algorithm.name}."
-        ) from None
+        saved_algo = getattr(error, "saved_algo", None)
+        hint = (f" Pass --run {saved_algo} (the checkpoint's algorithm), or a checkpoint "
+                f"written by {algorithm.name}." if saved_algo else "")
+        raise CommandError(f"--restore {args.restore}: {error}{hint}") from None
     if args.verbose >= 1:
         _print_result(result)
     return EXIT_OK
 
 
-def _report_interrupt(interrupt: KeyboardInterrupt) -> None:
+def _report_interrupt(interrupt: KeyboardInterrupt, *, terminated: bool = False) -> None:
     """Says where the checkpoint is only when one was written (run() sets its path)."""
     checkpoint = getattr(interrupt, "checkpoint", None)
+    what = "Training terminated (SIGTERM)" if terminated else "Training interrupted"
     if checkpoint and os.path.isdir(checkpoint):
-        print(f"\nTraining interrupted; saved a checkpoint at {checkpoint}.", file=sys.stderr)
+        print(f"\n{what}; saved a checkpoint at {checkpoint}.", file=sys.stderr)
     else:
-        print("\nTraining interrupted; stopped cleanly (no checkpoint was saved).",
-              file=sys.stderr)
+        print(f"\n{what}; stopped cleanly (no checkpoint was saved).", file=sys.stderr)
 
 
 def _restore_error_type(trainer: ModuleType) -> type[BaseException] | tuple[()]:
@@ -404,7 +459,7 @@ def _rollout(args: argparse.Namespace) -> int:
     try:
         trainer = _trainer_module().Trainer.from_checkpoint(
             args.checkpoint, local_mode=True, config={"num_workers": 0},
-            env_module=args.env_module,
+            env_module=args.env_module, env=args.env, trust_checkpoint=args.trust_checkpoint,
         )
     except (FileNotFoundError, ValueError) as error:
         raise CommandError(str(error)) from None
@@ -672,14 +727,18 @@ def _configure_logging(verbose: int) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_as_keyboard_interrupt() -> Iterator[None]:
-    """While training, SIGTERM (e.g. from a job scheduler) stops it like Ctrl-C does."""
+def _sigterm_as_keyboard_interrupt(received: list[int] | None = None) -> Iterator[None]:
+    """While training, SIGTERM (e.g. from a job scheduler) stops it like Ctrl-C does; the
+    signal number is appended to ``received``. (The Trainer keeps this handler when Ray's start
+    replaces it.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum: int, frame: Any) -> None:
-        del signum, frame
+        del frame
+        if received is not None:
+            received.append(signum)
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)

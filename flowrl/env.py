@@ -30,6 +30,7 @@ import dataclasses
 import difflib
 import importlib
 import inspect
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -38,7 +39,8 @@ import gymnasium
 
 from flowrl.envs import MultiAgentArena, atari, is_multi_agent_env
 
-__all__ = ["EnvCreator", "get_env_creator", "list_envs", "make_env", "register_env"]
+__all__ = ["EnvClassCreator", "EnvCreator", "env_label", "get_env_creator", "list_envs",
+           "make_env", "module_to_import", "register_env"]
 
 EnvCreator = Callable[[dict], gymnasium.Env]
 """A picklable callable that builds one environment from its ``env_config`` dict."""
@@ -89,11 +91,15 @@ def list_envs() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_env_creator(name: str, *, atari_preprocessing: bool | None = None) -> EnvCreator:
+def get_env_creator(name: str | type | EnvCreator, *,
+                    atari_preprocessing: bool | None = None) -> EnvCreator:
     """Resolves ``name`` into a picklable creator ``creator(env_config) -> gymnasium.Env``.
 
     Args:
-        name: a registered name or a gymnasium id.
+        name: a registered name or a gymnasium id; or the env itself: a ``gymnasium.Env``
+            subclass (built as ``MyEnv(env_config=...)`` or ``MyEnv(config=...)`` when its
+            constructor has such a parameter, else as ``MyEnv(**env_config)``) or a function
+            ``creator(env_config) -> gymnasium.Env``.
         atari_preprocessing: for an Atari id, the DeepMind preprocessing (84x84 grayscale,
             frame skip 4, 4 stacked frames); None = on for Atari ids. True for any other env is
             an error (wrap it in your own creator instead).
@@ -103,8 +109,12 @@ def get_env_creator(name: str, *, atari_preprocessing: bool | None = None) -> En
             closest known names and how to register a custom environment. An ``ALE/`` id
             without ale-py installed says how to install it.
     """
+    if isinstance(name, type) or (callable(name) and not isinstance(name, str)):
+        return _creator_of_object(name, atari_preprocessing)
     if not isinstance(name, str) or not name:
-        raise TypeError(f"An environment name must be a non-empty string; got {name=}.")
+        raise TypeError(
+            f"An environment must be a non-empty name (a registered name or a gymnasium id), a "
+            f"gymnasium.Env subclass or a function env_config -> env; got {name=}.")
     if name in _REGISTRY:
         _check_no_atari_preprocessing(name, atari_preprocessing)
         return CheckedEnvCreator(name=name, creator=_REGISTRY[name])
@@ -119,6 +129,52 @@ def get_env_creator(name: str, *, atari_preprocessing: bool | None = None) -> En
         _check_no_atari_preprocessing(name, atari_preprocessing)
         return GymnasiumEnvCreator(env_id=name)
     raise ValueError(_unknown_env_message(name))
+
+
+def env_label(env: Any) -> str:
+    """The name a run, its records and checkpoints use for ``env``: the string itself, or the
+    ``module.QualifiedName`` of an env class or creator function.
+
+    Examples:
+        >>> env_label("CartPole-v1"), env_label(gymnasium.Env)
+        ('CartPole-v1', 'gymnasium.core.Env')
+    """
+    if isinstance(env, str):
+        return env
+    return f"{getattr(env, '__module__', '?')}.{getattr(env, '__qualname__', type(env).__name__)}"
+
+
+def _creator_of_object(env: Any, atari_preprocessing: bool | None) -> EnvCreator:
+    label = env_label(env)
+    _check_no_atari_preprocessing(label, atari_preprocessing)
+    if isinstance(env, type):
+        if not issubclass(env, gymnasium.Env) and not hasattr(env, "possible_agents"):
+            raise TypeError(
+                f"env={label} is a class but not a gymnasium.Env subclass (nor a PettingZoo "
+                f"parallel env); pass a gymnasium.Env subclass, a function env_config -> env, "
+                f"or a registered name.")
+        return CheckedEnvCreator(name=label, creator=EnvClassCreator(env))
+    _check_creator_signature(label, env)
+    return CheckedEnvCreator(name=label, creator=env)
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvClassCreator:
+    """Builds an env class with a run's env_config: as its ``env_config`` or ``config``
+    parameter when the constructor has one, else as keyword arguments."""
+
+    env_class: type
+
+    def __call__(self, env_config: dict | None = None) -> Any:
+        config = dict(env_config or {})
+        try:
+            parameters = inspect.signature(self.env_class).parameters
+        except (TypeError, ValueError):
+            parameters = {}
+        for name in ("env_config", "config"):
+            if name in parameters:
+                return self.env_class(**{name: config})
+        return self.env_class(**config)
 
 
 def _check_no_atari_preprocessing(name: str, atari_preprocessing: bool | None) -> None:
@@ -159,6 +215,23 @@ class GymnasiumEnvCreator:
 
     def __call__(self, env_config: dict | None = None) -> gymnasium.Env:
         return gymnasium.make(self.env_id, **dict(env_config or {}))
+
+
+def module_to_import(name: str) -> str | None:
+    """The module resolving env ``name`` would import (running its code): the ``module`` of a
+    ``module:EnvId`` name that is not registered and not imported yet; None for every other
+    name. A restored checkpoint's env name is checked with it before anything is imported.
+
+    Examples:
+        >>> module_to_import("evilmod:CartPole-v1"), module_to_import("CartPole-v1")
+        ('evilmod', None)
+        >>> module_to_import("gymnasium:CartPole-v1") is None  # imported already
+        True
+    """
+    if not isinstance(name, str) or ":" not in name or name in _REGISTRY:
+        return None
+    module_name = name.split(":", 1)[0]
+    return None if module_name in sys.modules else module_name
 
 
 def _is_gymnasium_id(name: str) -> bool:

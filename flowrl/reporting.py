@@ -1,4 +1,4 @@
-"""Stop criteria and the one-line progress report printed per training iteration."""
+"""Stop criteria, the one-line progress report printed per iteration, and divergence checks."""
 
 from __future__ import annotations
 
@@ -45,6 +45,66 @@ def should_stop(result: Mapping[str, Any], stop: Mapping[str, float]) -> bool:
     return False
 
 
+EXPLODING_VALUE = 1e10
+"""A learner loss or gradient norm above this (in absolute value) is reported as exploding:
+far beyond any value a run that learns reaches, even with unclipped Atari rewards."""
+COLLAPSED_ENTROPY = 1e-3
+"""A discrete policy's entropy below this (in nats) is reported as collapsed: it picks one
+action almost always, so it explores nothing and its policy gradient vanishes."""
+
+
+class DivergenceMonitor:
+    """Finds a diverging run in its results and reports each finding once.
+
+    Looks at the learner statistics (``info/learner/<policy>/<stat>``): any non-finite value,
+    a loss (``*loss*``) or gradient norm (``*grad*``) above `EXPLODING_VALUE`, and, for
+    discrete actions, an ``entropy`` below `COLLAPSED_ENTROPY`. Each (policy, statistic, kind)
+    is reported the first time only.
+
+    Examples:
+        >>> monitor = DivergenceMonitor(discrete_actions=True)
+        >>> result = {"training_iteration": 7,
+        ...           "info": {"learner": {"default_policy": {"vf_loss": 3e14}}}}
+        >>> print(monitor.check(result)[0].split(". ")[0])
+        The run is diverging: default_policy vf_loss=3e+14 at iteration 7 (exploding: above 1e+10)
+        >>> monitor.check(result)
+        []
+    """
+
+    def __init__(self, *, discrete_actions: bool) -> None:
+        self.discrete_actions = discrete_actions
+        self._reported: set[tuple[str, str, str]] = set()
+
+    def check(self, result: Mapping[str, Any]) -> list[str]:
+        """The findings of this result not reported before, one message each."""
+        found = []
+        iteration = result.get("training_iteration")
+        learner = result.get("info", {}).get("learner", {})
+        for policy_id, stats in learner.items():
+            for name, value in stats.items():
+                kind = self._kind(name, value)
+                if kind is None or (policy_id, name, kind) in self._reported:
+                    continue
+                self._reported.add((policy_id, name, kind))
+                found.append(
+                    f"The run is diverging: {policy_id} {name}={value:.4g} at iteration "
+                    f"{iteration} ({kind}). Lower lr (and check grad_clip, the reward scale and "
+                    f"entropy_coeff), or restore an earlier checkpoint; pass "
+                    f"stop_on_divergence=True (--stop-on-divergence) to end such a run here.")
+        return found
+
+    def _kind(self, name: str, value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if not math.isfinite(value):
+            return "not finite"
+        if ("loss" in name or "grad" in name) and abs(value) > EXPLODING_VALUE:
+            return f"exploding: above {EXPLODING_VALUE:g}"
+        if self.discrete_actions and name == "entropy" and value < COLLAPSED_ENTROPY:
+            return f"collapsed entropy: below {COLLAPSED_ENTROPY:g}, the policy stopped exploring"
+        return None
+
+
 def format_progress(result: Mapping[str, Any]) -> str:
     """One line per iteration: iteration, steps, returns, throughput, time."""
     reward = result.get("episode_reward_mean", float("nan"))
@@ -56,6 +116,8 @@ def format_progress(result: Mapping[str, Any]) -> str:
     learner = result.get("info", {}).get("learner", {})
     loss = next((s.get("total_loss") for s in learner.values() if "total_loss" in s), None)
     loss_text = f" | loss {loss:8.4f}" if loss is not None else ""
+    epsilon = next((s["cur_epsilon"] for s in learner.values() if "cur_epsilon" in s), None)
+    loss_text += f" | eps {epsilon:.3f}" if epsilon is not None else ""
     wall = result.get("wall_time_s", result.get("time_total_s", 0.0))
     return (f"iter {result['training_iteration']:4d} | steps {result['timesteps_total']:>9,} | "
             f"{reward_text} | {result.get('env_steps_per_s', 0.0):8,.0f} steps/s{loss_text} | "

@@ -6,8 +6,9 @@ A run directory holds
 * ``result.json`` -- one JSON line per iteration, with the key names Ray Tune writes
   (``training_iteration``, ``timesteps_total``, ``episode_reward_mean``, ``time_total_s``, ...);
 * ``progress.csv`` -- the same results, nested dicts flattened with ``/`` (``info/learner/...``);
-* TensorBoard event files (tensorboardX), one scalar per numeric key, stepped by
-  ``timesteps_total``;
+* TensorBoard event files (tensorboardX), one scalar per numeric key, tagged with the key
+  (``episode_reward_mean``, ``info/learner/default_policy/total_loss``; operator statistics as
+  ``ops/<operator name>/throughput``), stepped by ``timesteps_total``;
 * ``plan.json`` -- the plan graph with its per-operator statistics (``flowrl.viz.to_json``),
   replaced after every iteration; ``flowrl view RUN_DIR`` draws it with the records;
 * ``checkpoint_<iteration>/`` -- every ``checkpoint_freq`` iterations (``Trainer.save``), keeping
@@ -37,12 +38,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["RunRecorder", "default_run_dir", "flatten_result"]
+__all__ = ["RunDirInUseError", "RunRecorder", "default_run_dir", "flatten_result",
+           "operator_tag_names"]
 
 PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
 PROGRESS_FILE = "progress.csv"
 PLAN_FILE = "plan.json"
+
+
+class RunDirInUseError(ValueError):
+    """The run directory already holds another run's records: a run never shares its files."""
 
 
 class Checkpointable(Protocol):
@@ -88,11 +94,16 @@ class RunRecorder:
     ```
 
     Args:
-        run_dir: the directory to write to; created if missing (an existing run's files are
-            appended to, e.g. when a run is resumed into the same directory).
+        run_dir: the directory to write to; created if missing. A directory that holds
+            another run's records (its ``params.json``) is refused with `RunDirInUseError`, so
+            two runs never interleave rows in one file; resume into a new directory.
         params: the resolved config, written as ``params.json``.
         checkpoint_freq: save a checkpoint every this many iterations; 0 turns them off.
-        keep_checkpoints_num: how many of the most recent periodic checkpoints to keep (>= 1).
+        keep_checkpoints_num: how many of the most recent periodic checkpoints to keep (>= 1);
+            with ``checkpoint_score_attr``, how many of the best, the latest kept as well.
+        checkpoint_score_attr: a result key (nested keys joined with ``/``) that ranks the
+            checkpoints, highest best, e.g. ``episode_reward_mean``; ``min-<key>`` ranks the
+            lowest best. None keeps the most recent ones.
         tensorboard: write TensorBoard event files.
     """
 
@@ -103,6 +114,7 @@ class RunRecorder:
         *,
         checkpoint_freq: int = 0,
         keep_checkpoints_num: int = 3,
+        checkpoint_score_attr: str | None = None,
         tensorboard: bool = True,
     ) -> None:
         if checkpoint_freq < 0:
@@ -115,12 +127,21 @@ class RunRecorder:
                 f"keep_checkpoints_num must be >= 1; got keep_checkpoints_num="
                 f"{keep_checkpoints_num}. Use checkpoint_freq=0 to save no periodic checkpoints."
             )
+        if checkpoint_score_attr is not None and (
+                not isinstance(checkpoint_score_attr, str) or not checkpoint_score_attr):
+            raise TypeError(
+                f"checkpoint_score_attr must be a result key such as 'episode_reward_mean' (or "
+                f"'min-<key>' to keep the lowest); got {checkpoint_score_attr=}.")
         self.run_dir = str(run_dir)
         self.checkpoint_freq = checkpoint_freq
         self.keep_checkpoints_num = keep_checkpoints_num
+        self.checkpoint_score_attr = checkpoint_score_attr
+        self._scores: dict[str, float] = {}
+        self._last_flat: dict[str, Any] = {}
+        self._created_dir = not os.path.isdir(self.run_dir)
         os.makedirs(self.run_dir, exist_ok=True)
-        _write_durably(os.path.join(self.run_dir, PARAMS_FILE),
-                       json.dumps(_json_ready(params), indent=2, sort_keys=True) + "\n")
+        self._entries_before = set(os.listdir(self.run_dir))
+        _claim(self.run_dir, json.dumps(_json_ready(params), indent=2, sort_keys=True) + "\n")
         self._result_file = open(os.path.join(self.run_dir, RESULT_FILE), "a", encoding="utf-8")
         self._csv_path = os.path.join(self.run_dir, PROGRESS_FILE)
         self._csv_columns = _read_csv_header(self._csv_path)
@@ -141,9 +162,11 @@ class RunRecorder:
         self._result_file.flush()
         os.fsync(self._result_file.fileno())
         flat = {key: _csv_cell(value) for key, value in flatten_result(row).items()}
+        self._last_flat = flat
         self._append_csv_row(flat)
         if self._tensorboard is not None:
-            self._write_scalars(flat, step=int(result.get("timesteps_total", 0) or 0))
+            self._write_scalars(flat, step=int(result.get("timesteps_total", 0) or 0),
+                                ops=result.get("ops"))
         plan_graph = getattr(trainer, "plan_graph", None)
         if callable(plan_graph):
             self._write_plan(plan_graph())
@@ -162,19 +185,63 @@ class RunRecorder:
         os.replace(path + ".tmp", path)
 
     def save_checkpoint(self, trainer: Checkpointable) -> str:
-        """Saves ``trainer`` into the run directory and drops the oldest periodic checkpoints."""
+        """Saves ``trainer`` into the run directory and drops the checkpoints not kept: the
+        oldest, or (with ``checkpoint_score_attr``) all but the best and the latest. The score
+        is the last recorded result's."""
         path = trainer.save(self.run_dir)
         if path in self._checkpoints:
             self._checkpoints.remove(path)
         self._checkpoints.append(path)
-        while len(self._checkpoints) > self.keep_checkpoints_num:
-            shutil.rmtree(self._checkpoints.pop(0), ignore_errors=True)
+        self._scores[path] = self._score(self._last_flat)
+        if self.checkpoint_score_attr is None:
+            kept = set(self._checkpoints[-self.keep_checkpoints_num:])
+        else:
+            ranked = sorted(self._checkpoints, key=self._scores.__getitem__, reverse=True)
+            kept = set(ranked[:self.keep_checkpoints_num]) | {path}
+        for dropped in [p for p in self._checkpoints if p not in kept]:
+            shutil.rmtree(dropped, ignore_errors=True)
+            self._checkpoints.remove(dropped)
+            self._scores.pop(dropped, None)
         return path
+
+    def _score(self, flat: Mapping[str, Any]) -> float:
+        """The rank of a checkpoint saved after the result ``flat``: higher is better; a
+        missing or non-numeric score ranks last."""
+        attr = self.checkpoint_score_attr
+        if attr is None:
+            return 0.0
+        sign, key = (-1.0, attr.removeprefix("min-")) if attr.startswith("min-") else (1.0, attr)
+        value = flat.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            return -math.inf
+        return sign * float(value)
 
     @property
     def checkpoints(self) -> list[str]:
         """The periodic checkpoints this recorder keeps, oldest first."""
         return list(self._checkpoints)
+
+    @property
+    def best_checkpoint(self) -> str | None:
+        """The kept checkpoint with the best ``checkpoint_score_attr`` (the latest without
+        one, or when scores tie); None before the first."""
+        if not self._checkpoints:
+            return None
+        return max(reversed(self._checkpoints), key=self._scores.__getitem__)
+
+    def discard(self) -> None:
+        """Closes the files and removes what this recorder made: the run directory if it
+        created it, else the files it added (for a run that failed to start)."""
+        self.close()
+        if self._created_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            return
+        for name in set(os.listdir(self.run_dir)) - self._entries_before:
+            path = os.path.join(self.run_dir, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
 
     def close(self) -> None:
         """Flushes and closes the files. Idempotent."""
@@ -216,14 +283,62 @@ class RunRecorder:
 
     # --- TensorBoard ----------------------------------------------------------------------
 
-    def _write_scalars(self, flat: Mapping[str, Any], step: int) -> None:
+    def _write_scalars(self, flat: Mapping[str, Any], step: int,
+                       ops: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """One scalar per numeric result key, tagged with the key itself; operator statistics
+        (``ops/<node id>/...`` in the CSV) are tagged ``ops/<operator name>/...``."""
+        names = operator_tag_names(ops or {})
         for key, value in flat.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             if key in ("timestamp", "training_iteration") or math.isnan(value):
                 continue
-            self._tensorboard.add_scalar(f"ray/tune/{key}", value, global_step=step)
+            parts = key.split("/")
+            if len(parts) == 3 and parts[0] == "ops" and parts[1] in names:
+                key = f"ops/{names[parts[1]]}/{parts[2]}"
+            self._tensorboard.add_scalar(key, value, global_step=step)
         self._tensorboard.flush()
+
+
+def operator_tag_names(ops: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Node id -> a readable, unique name for each operator of ``result["ops"]``: the operator
+    inside ``for_each(...)``/``combine(...)``, else the label's first word; repeats get
+    ``_2``, ``_3``.
+
+    Examples:
+        >>> operator_tag_names({"n0": {"label": "ParallelRollouts[bulk_sync]"},
+        ...                     "n1": {"label": "for_each(TrainOneStep(num_sgd_iter=1))"},
+        ...                     "n2": {"label": "for_each(TrainOneStep(num_sgd_iter=2))"}})
+        {'n0': 'ParallelRollouts', 'n1': 'TrainOneStep', 'n2': 'TrainOneStep_2'}
+    """
+    names: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for node_id, stats in ops.items():
+        label = str(stats.get("label", node_id))
+        wrapped = re.match(r"^[a-z_]+\(([A-Za-z_]\w*)", label)
+        first = re.match(r"^[A-Za-z_][\w.]*", label)
+        name = wrapped.group(1) if wrapped else first.group(0) if first else str(node_id)
+        seen[name] = seen.get(name, 0) + 1
+        names[node_id] = name if seen[name] == 1 else f"{name}_{seen[name]}"
+    return names
+
+
+def _claim(run_dir: str, params_text: str) -> None:
+    """Writes ``params.json`` only if no run wrote one there before (atomic: of two runs
+    started on one directory at once, exactly one gets it)."""
+    path = os.path.join(run_dir, PARAMS_FILE)
+    try:
+        with open(path, "x", encoding="utf-8") as f:
+            f.write(params_text)
+            f.flush()
+            os.fsync(f.fileno())
+    except FileExistsError:
+        raise RunDirInUseError(
+            f"log_dir={run_dir!r} already holds the records of another run ({PARAMS_FILE}, "
+            f"{RESULT_FILE}, {PROGRESS_FILE}); a run never appends to another run's files. Pass "
+            f"a new directory, or leave log_dir unset for a fresh "
+            f"results/<algo>_<env>_<timestamp>. To resume, restore the old run's checkpoint "
+            f"into a new directory.") from None
 
 
 def _read_csv_header(path: str) -> list[str]:
@@ -231,13 +346,6 @@ def _read_csv_header(path: str) -> list[str]:
         return []
     with open(path, newline="", encoding="utf-8") as f:
         return next(csv.reader(f), [])
-
-
-def _write_durably(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _fsync_directory(path: str) -> None:

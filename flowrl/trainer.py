@@ -8,21 +8,26 @@ result dict per `train()` call. Plans stay composable because none of this lives
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib
 import logging
 import os
+import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from flowrl import checkpoint
+import gymnasium
+
+from flowrl import checkpoint, preflight
 from flowrl.config import from_dict
-from flowrl.env import get_env_creator
+from flowrl.env import env_label, get_env_creator, module_to_import
 from flowrl.iter.errors import FlowError
 from flowrl.iter.executor import init
 from flowrl.ops import (
+    DEFAULT_POLICY_ID,
     STEPS_SAMPLED_COUNTER,
     STEPS_TRAINED_COUNTER,
     StoreToReplay,
@@ -31,8 +36,14 @@ from flowrl.ops import (
 from flowrl.ops.learner_thread import stop_learner_threads
 from flowrl.plans import get_algorithm
 from flowrl.plans.multiagent import plan_for, resolve_policies
-from flowrl.policy import policy_class
-from flowrl.reporting import STOP_KEYS, format_progress, should_stop, validate_stop
+from flowrl.policy import EpsilonGreedy, policy_class
+from flowrl.reporting import (
+    STOP_KEYS,
+    DivergenceMonitor,
+    format_progress,
+    should_stop,
+    validate_stop,
+)
 from flowrl.run_records import RunRecorder, default_run_dir
 from flowrl.workers import WorkerSet
 from flowrl.workers.multi_agent import (
@@ -61,7 +72,9 @@ class Trainer:
     Args:
         algo: a built-in algorithm name (`flowrl.list_algorithms()`); its config class,
             policy and default plan are used.
-        env: a gymnasium id or a name given to `flowrl.register_env`.
+        env: a gymnasium id or a name given to `flowrl.register_env`; or the env itself, a
+            `gymnasium.Env` subclass or a function `env_config -> env` (see
+            `flowrl.env.get_env_creator`).
         config: overrides of the algorithm's config (dict; validated, unknown keys rejected),
             or an instance of the algorithm's config class.
         plan: your own plan `(workers, config) -> iterator`, replacing the built-in one.
@@ -72,6 +85,8 @@ class Trainer:
             `result.json`, `progress.csv`, TensorBoard events; see `flowrl.run_records`).
         checkpoint_freq: with `log_dir`, save a checkpoint there every this many iterations
             (0 = never), keeping the `keep_checkpoints_num` most recent.
+        checkpoint_score_attr: keep the `keep_checkpoints_num` best periodic checkpoints by
+            this result key instead (`min-<key>`: the lowest), and the latest one.
     """
 
     _plan_error: BaseException | None = None
@@ -81,29 +96,32 @@ class Trainer:
     _stopped: bool = False
     """`stop()` released the workers: every later call but `stop()` raises."""
 
-    def __init__(self, algo: str, env: str, config: Mapping[str, Any] | Any = None,
-                 plan: PlanFn | None = None, *, local_mode: bool | None = None,
-                 address: str | None = None, log_dir: str | None = None,
-                 checkpoint_freq: int = 0, keep_checkpoints_num: int = 3) -> None:
+    def __init__(self, algo: str, env: str | type | Callable,
+                 config: Mapping[str, Any] | Any = None, plan: PlanFn | None = None, *,
+                 local_mode: bool | None = None, address: str | None = None,
+                 log_dir: str | None = None,
+                 checkpoint_freq: int = 0, keep_checkpoints_num: int = 3,
+                 checkpoint_score_attr: str | None = None) -> None:
         self.spec = get_algorithm(algo)
         if isinstance(config, self.spec.config_class):
             self.config = config
         else:
             self.config = from_dict(self.spec.config_class, config)
-        self.env_name = env
+        self.env_name = env_label(env)
         env_creator = get_env_creator(env, atari_preprocessing=self.config.atari_preprocessing)
-        policies = resolve_policies(self.config, self.spec)
-        # A mix of algorithms trains through the composed plan (checked before Ray starts).
-        self._plan_fn = plan or plan_for(self.spec, self.config, policies)
-        # Importing the framework (seconds) overlaps with Ray's start-up (seconds).
-        preload = _preload_policy_class(self.config.framework)
-        if local_mode is not None:
-            init(local_mode=local_mode, address=address)
-        preload.join()
-        self.workers = WorkerSet(env_creator=env_creator, policy_spec=self.spec.policy,
-                                 config=self.config, policies=policies)
-        self.plan = self._plan_fn(self.workers, self.config)
-        _check_plan_output(self.plan, self._plan_fn)
+        # Everything the config, the env's spaces and the machine can tell, before Ray starts.
+        preflight.check_env_spaces(self.spec, self.config, env_creator, self.env_name)
+        preflight.check_machine(self.config, local_mode=local_mode, address=address)
+        self.recorder = None if log_dir is None else RunRecorder(
+            log_dir, self.config.to_dict(), checkpoint_freq=checkpoint_freq,
+            keep_checkpoints_num=keep_checkpoints_num,
+            checkpoint_score_attr=checkpoint_score_attr)
+        try:
+            self._start(env_creator, plan, local_mode=local_mode, address=address)
+        except BaseException:
+            if self.recorder is not None:
+                self.recorder.discard()  # a failed start leaves no run directory behind
+            raise
         self._plan_iter: Any = None
         self.iteration = 0
         self._time_total = 0.0
@@ -113,9 +131,31 @@ class Trainer:
         self._policy_returns = PolicyReturnTracker(
             self.workers.multi_agent.policy_ids if self.workers.multi_agent else [],
             maxlen=self.config.metrics_num_episodes_for_smoothing)
-        self.recorder = None if log_dir is None else RunRecorder(
-            log_dir, self.config.to_dict(), checkpoint_freq=checkpoint_freq,
-            keep_checkpoints_num=keep_checkpoints_num)
+        action_space = getattr(getattr(self.workers.local_worker(), "policy", None),
+                               "action_space", None)
+        self._divergence = DivergenceMonitor(
+            discrete_actions=isinstance(action_space, gymnasium.spaces.Discrete))
+
+    def _start(self, env_creator: Any, plan: PlanFn | None, *, local_mode: bool | None,
+               address: str | None) -> None:
+        """Starts the executor (Ray, unless in local mode), the workers and the plan."""
+        policies = resolve_policies(self.config, self.spec)
+        # A mix of algorithms trains through the composed plan (checked before Ray starts).
+        self._plan_fn = plan or plan_for(self.spec, self.config, policies)
+        # Importing the framework (seconds) overlaps with Ray's start-up (seconds).
+        preload = _preload_policy_class(self.config.framework)
+        with _keep_sigterm_handler():
+            if local_mode is not None:
+                init(local_mode=local_mode, address=address)
+            preload.join()
+            self.workers = WorkerSet(env_creator=env_creator, policy_spec=self.spec.policy,
+                                     config=self.config, policies=policies)
+        try:
+            self.plan = self._plan_fn(self.workers, self.config)
+            _check_plan_output(self.plan, self._plan_fn)
+        except BaseException:
+            self.workers.stop()
+            raise
 
     # --- training ---------------------------------------------------------------------------
 
@@ -142,6 +182,11 @@ class Trainer:
         self.iteration += 1
         self._time_total += time.perf_counter() - start
         result = self._result(learner_stats, time.perf_counter() - start)
+        findings = self._divergence.check(result)
+        if findings:  # each once: the metric, its value and the iteration
+            result["divergence"] = findings
+            for message in findings:
+                logger.warning(message)
         if self.recorder is not None:
             self.recorder.record(result, self)
         if self._viewer is not None:
@@ -215,7 +260,28 @@ class Trainer:
         if self.workers.multi_agent:  # per-policy returns: policy_reward_mean/<policy id>
             self._policy_returns.extend(self.workers.pop_policy_episode_returns())
             result.update(self._policy_returns.summary())
+        for policy_id, epsilon in self._epsilons(steps_total).items():
+            result["info"]["learner"].setdefault(policy_id, {})["cur_epsilon"] = epsilon
         return result
+
+    def _epsilons(self, steps_sampled: int) -> dict[str, float]:
+        """Policy id -> the epsilon its epsilon-greedy schedule gives after `steps_sampled`
+        env steps (DQN's exploration; the rollout workers act with it)."""
+        worker = self.workers.local_worker()
+        if self.workers.multi_agent:
+            policies = {pid: worker.get_policy(pid) for pid in self.workers.multi_agent.policy_ids}
+        else:
+            policies = {DEFAULT_POLICY_ID: getattr(worker, "policy", None)}
+        epsilons = {}
+        for policy_id, policy in policies.items():
+            selector = getattr(policy, "action_selector", None)
+            if not isinstance(selector, EpsilonGreedy):
+                continue
+            decay = selector.decay_timesteps
+            fraction = min(1.0, steps_sampled / decay) if decay > 0 else 1.0
+            epsilons[policy_id] = float(selector.initial_epsilon + fraction * (
+                selector.final_epsilon - selector.initial_epsilon))
+        return epsilons
 
     # --- evaluation and acting --------------------------------------------------------------
 
@@ -228,11 +294,21 @@ class Trainer:
         stats["episodes"] = len(episodes)
         return {"evaluation": stats}
 
-    def compute_single_action(self, obs: Any, explore: bool = False) -> Any:
-        """The learner policy's action for one raw observation."""
+    def compute_single_action(self, obs: Any, state: list[Any] | None = None,
+                              explore: bool = False, *, policy_id: str | None = None) -> Any:
+        """The learner policy's action for one raw observation.
+
+        A stateless policy returns the action. A recurrent one returns `(action, state_out)`:
+        pass `state=None` at an episode's first step (its `initial_state()`) and the returned
+        `state_out` at the next, e.g. ``action, state = trainer.compute_single_action(obs,
+        state)``. `policy_id` picks one policy of a multi-agent run.
+        """
         self._check_not_stopped("compute_single_action")
-        action, _ = self.get_policy().compute_single_action(obs, explore=explore)
-        return action
+        policy = self.get_policy(policy_id)
+        if isinstance(state, bool):  # 0.2's positional explore
+            state, explore = None, state
+        action, state_out, _ = policy.compute_single_action(obs, state, explore=explore)
+        return (action, state_out) if policy.is_recurrent else action
 
     def get_policy(self, policy_id: str | None = None) -> Any:
         """The learner's policy (the local worker's); `policy_id` picks one of several
@@ -280,7 +356,8 @@ class Trainer:
     @classmethod
     def from_checkpoint(cls, checkpoint_path: str, *, local_mode: bool | None = True,
                         config: Mapping[str, Any] | None = None,
-                        env_module: str | None = None) -> Trainer:
+                        env_module: str | None = None, env: str | type | Callable | None = None,
+                        trust_checkpoint: bool = False) -> Trainer:
         """A trainer rebuilt from a checkpoint's algorithm, env and config, then restored.
 
         The rebuilt plan may have another shape than the one that wrote the checkpoint (other
@@ -293,12 +370,23 @@ class Trainer:
             config: overrides on top of the saved config (e.g. `{"num_workers": 0}`).
             env_module: a module name or `.py` path to import first, for a checkpoint of a
                 custom env: the module whose `flowrl.register_env` call registers it.
+            env: the env to run in, instead of the one the checkpoint names.
+            trust_checkpoint: allow the checkpoint's env name to import the module it names
+                (`module:EnvId`). Off, such a name is refused unless that module is imported
+                already (e.g. by `env_module`) or `env` is given: restoring a checkpoint never
+                runs code that the checkpoint chose.
+
+        Raises:
+            CheckpointTrustError: the checkpoint's env name would import a module.
         """
         state = _read_checkpoint(checkpoint_path)
         if env_module is not None:
             checkpoint.import_env_module(env_module)
-        _check_env_available(state)
-        trainer = cls(state["algo"], env=state["env"], config={**state["config"], **(config or {})},
+        if env is None and not trust_checkpoint:
+            _refuse_env_module_import(state["env"], checkpoint_path)
+        env = state["env"] if env is None else env
+        _check_env_available({**state, "env": env})
+        trainer = cls(state["algo"], env=env, config={**state["config"], **(config or {})},
                       local_mode=local_mode)
         try:
             trainer._restore_state(state, checkpoint_path)
@@ -383,6 +471,21 @@ class Trainer:
                 f"checkpoint saved before stop(): Trainer.from_checkpoint(path).")
 
 
+@contextlib.contextmanager
+def _keep_sigterm_handler() -> Iterator[None]:
+    """Keeps a SIGTERM handler the process installed (the CLI's, which turns SIGTERM into a
+    checkpoint and a clean exit) when Ray's start replaces it by its own `sys.exit`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(before) and signal.getsignal(signal.SIGTERM) is not before:
+            signal.signal(signal.SIGTERM, before)
+
+
 def _preload_policy_class(framework: str) -> threading.Thread:
     """Imports the framework's policy class in a background thread; join it before use. The
     import is cached, so building policies later does not pay for it again."""
@@ -404,7 +507,12 @@ _CHECKPOINT_KEYS = ("algo", "env", "config", "iteration", "time_total_s", "episo
 
 def _read_checkpoint(checkpoint_path: str) -> dict[str, Any]:
     """A trainer checkpoint's state (see `flowrl.checkpoint.read_checkpoint`), checked for the
-    keys `Trainer.save` writes."""
+    keys `Trainer.save` writes. A directory of checkpoints (a run directory, Tune's
+    `best.checkpoint`) means its latest one. Staging directories that a save killed midway
+    left beside the checkpoint are removed."""
+    checkpoint_path = checkpoint.find_checkpoint(checkpoint_path)
+    with contextlib.suppress(OSError):  # a read-only checkpoint directory still restores
+        checkpoint.remove_stale_staging(os.path.dirname(os.path.abspath(checkpoint_path)))
     state = checkpoint.read_checkpoint(checkpoint_path)
     missing = [key for key in _CHECKPOINT_KEYS if key not in state]
     if missing:
@@ -412,6 +520,24 @@ def _read_checkpoint(checkpoint_path: str) -> dict[str, Any]:
             f"{checkpoint_path!r} is a flowrl checkpoint but not a Trainer's: it lacks "
             f"{missing}. Pass a path Trainer.save() returned.")
     return state
+
+
+class CheckpointTrustError(ValueError):
+    """A checkpoint's env name would import a module, which restoring never does unasked."""
+
+
+def _refuse_env_module_import(env_name: str, checkpoint_path: str) -> None:
+    module = module_to_import(env_name)
+    if module is None:
+        return
+    raise CheckpointTrustError(
+        f"Checkpoint {checkpoint_path!r} names its env {env_name!r}, and building that env "
+        f"would import the module {module!r}, running its code; flowrl does not import modules "
+        f"a checkpoint names. If you trust this checkpoint, allow it: "
+        f"Trainer.from_checkpoint(path, trust_checkpoint=True) or `flowrl rollout CHECKPOINT "
+        f"--trust-checkpoint`. Or name the env yourself: env={env_name!r} (`--env "
+        f"{env_name}`), or import the module first: env_module={module!r} (`--env-module "
+        f"{module}`).")
 
 
 def _check_env_available(state: Mapping[str, Any]) -> None:
@@ -461,12 +587,13 @@ def build_plan_preview(algo: str, env: str, config: Mapping[str, Any] | None = N
     return trainer.plan
 
 
-def run(algo: str, env: str, config: Mapping[str, Any] | Any = None,
+def run(algo: str, env: str | type | Callable, config: Mapping[str, Any] | Any = None,
         stop: Mapping[str, float] | None = None, local_mode: bool = False,
         checkpoint_dir: str | None = None, verbose: int = 1, address: str | None = None,
         restore: str | None = None, plan: PlanFn | None = None, log_dir: str | None = None,
         checkpoint_freq: int = 10, keep_checkpoints_num: int = 3, viewer: bool = False,
-        viewer_port: int | None = None) -> dict[str, Any]:
+        viewer_port: int | None = None, stop_on_divergence: bool = False,
+        checkpoint_score_attr: str | None = None) -> dict[str, Any]:
     """Trains `algo` on `env` until a stop criterion is met; returns the last result.
 
     Every run writes its records (`flowrl.run_records`) into a run directory, printed at start
@@ -474,7 +601,8 @@ def run(algo: str, env: str, config: Mapping[str, Any] | Any = None,
 
     Args:
         algo: a built-in algorithm name, e.g. "ppo".
-        env: a gymnasium id or a registered env name.
+        env: a gymnasium id or a registered env name; or a `gymnasium.Env` subclass
+            (built with the run's `env_config`) or a function `env_config -> env`.
         config: overrides of the algorithm's config.
         stop: criteria, any of which ends training: `episode_reward_mean` (at least),
             `timesteps_total`, `training_iteration`, `time_total_s` (at least).
@@ -488,53 +616,100 @@ def run(algo: str, env: str, config: Mapping[str, Any] | Any = None,
         log_dir: the run directory; default `results/<algo>_<env>_<timestamp>`.
         checkpoint_freq: save a checkpoint in the run directory every this many iterations
             (0 = never), keeping the `keep_checkpoints_num` most recent.
+        checkpoint_score_attr: keep the `keep_checkpoints_num` best periodic checkpoints by
+            this result key instead (e.g. "episode_reward_mean"; "min-<key>" keeps the
+            lowest), and the latest; the best is returned under the result key
+            `best_checkpoint`.
         viewer: serve the live plan viewer on 127.0.0.1 while training and print its URL
             (`Trainer.serve_viewer`); `viewer_port` picks its port (default: a free one).
+        stop_on_divergence: end the run (with its final checkpoint) at the first iteration
+            whose result reports divergence (exploding losses or gradients, collapsed entropy;
+            `flowrl.reporting.DivergenceMonitor`); either way each finding is logged once.
+
+    Everything checkable before training is checked before Ray starts: the config, the
+    env's spaces against the algorithm, CPUs and GPUs, the restore checkpoint's algorithm,
+    that `checkpoint_dir` and `log_dir` can be written and that `viewer_port` is free. A run
+    that fails before its first iteration leaves no run directory behind. The run ends with
+    a checkpoint: in `checkpoint_dir` if given, else in the run directory (when
+    `checkpoint_freq` > 0), also for a run shorter than `checkpoint_freq` iterations.
 
     Raises:
         TrainingInterrupted: on Ctrl-C; its `checkpoint` is the checkpoint saved on the way
             out (in `checkpoint_dir`, else the run directory), or None when none was saved.
         RestoreError: when `restore` is not a checkpoint this algorithm can resume from.
+        RunDirInUseError: when `log_dir` holds another run's records.
     """
     stop = validate_stop(stop)
-    log_dir = log_dir or default_run_dir(get_algorithm(algo).name, env)
+    name = get_algorithm(algo).name
+    restore_state = _read_restore_state(restore, name) if restore else None
+    preflight.check_writable_dir(checkpoint_dir, "checkpoint_dir")
+    preflight.check_writable_dir(log_dir or "results", "log_dir")
+    preflight.check_port_free(viewer_port)
+    log_dir = log_dir or default_run_dir(name, env_label(env))
     trainer = Trainer(algo, env=env, config=config, plan=plan, local_mode=local_mode,
                       address=address, log_dir=log_dir, checkpoint_freq=checkpoint_freq,
-                      keep_checkpoints_num=keep_checkpoints_num)
-    if verbose:
-        print(f"Run records (params, progress.csv, result.json, TensorBoard, checkpoints) in "
-              f"{log_dir}", flush=True)
-    if viewer or viewer_port is not None:
-        try:
-            url = trainer.serve_viewer(viewer_port)
-        except OSError:
-            trainer.stop()
-            raise
-        print(f"Live plan viewer: {url} (open it in a browser; it updates every iteration)",
-              flush=True)
-    start = time.perf_counter()
+                      keep_checkpoints_num=keep_checkpoints_num,
+                      checkpoint_score_attr=checkpoint_score_attr)
+    recorded = False
     try:
-        if restore:
-            _restore_for_run(trainer, restore)
-        while True:
-            try:
+        if verbose:
+            print(f"Run records (params, progress.csv, result.json, TensorBoard, checkpoints) "
+                  f"in {log_dir}", flush=True)
+        if viewer or viewer_port is not None:
+            url = trainer.serve_viewer(viewer_port)
+            print(f"Live plan viewer: {url} (open it in a browser; it updates every "
+                  f"iteration)", flush=True)
+        if restore_state is not None:
+            _restore_for_run(trainer, restore_state, restore)
+        start = time.perf_counter()
+        with _save_on_interrupt(trainer, checkpoint_dir or log_dir):
+            while True:
                 result = trainer.train()
-            except KeyboardInterrupt as interrupt:
-                saved = None
-                if trainer.iteration > 0:
-                    saved = trainer.save(checkpoint_dir or log_dir)
-                raise TrainingInterrupted(saved) from interrupt
-            result["wall_time_s"] = time.perf_counter() - start
-            result["log_dir"] = log_dir
-            if verbose:
-                print(format_progress(result), flush=True)
-            if should_stop(result, stop):
-                break
-        if checkpoint_dir:
-            result["checkpoint"] = trainer.save(checkpoint_dir)
+                recorded = True
+                result["wall_time_s"] = time.perf_counter() - start
+                result["log_dir"] = log_dir
+                if verbose:
+                    print(format_progress(result), flush=True)
+                if should_stop(result, stop):
+                    break
+                if stop_on_divergence and result.get("divergence"):
+                    if verbose:
+                        print("Stopping: the run diverged (stop_on_divergence).", flush=True)
+                    break
+        _save_at_the_end(trainer, result, checkpoint_dir)
         return result
+    except BaseException:
+        if not recorded and trainer.recorder is not None:
+            trainer.recorder.discard()  # nothing was recorded: leave no run directory behind
+        raise
     finally:
         trainer.stop()
+
+
+@contextlib.contextmanager
+def _save_on_interrupt(trainer: Trainer, checkpoint_dir: str) -> Iterator[None]:
+    """On Ctrl-C (or SIGTERM through the CLI) anywhere in the training loop: a checkpoint of
+    the last finished iteration, then TrainingInterrupted naming it."""
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        saved = trainer.save(checkpoint_dir) if trainer.iteration > 0 else None
+        raise TrainingInterrupted(saved) from interrupt
+
+
+def _save_at_the_end(trainer: Trainer, result: dict[str, Any], checkpoint_dir: str | None
+                     ) -> None:
+    """The final checkpoint, under the result key `checkpoint`: into `checkpoint_dir`, else
+    into the run directory unless periodic checkpoints are off or this iteration had one."""
+    recorder = trainer.recorder
+    if checkpoint_dir:
+        result["checkpoint"] = trainer.save(checkpoint_dir)
+    elif recorder is not None and recorder.checkpoint_freq:
+        if trainer.iteration % recorder.checkpoint_freq or not recorder.checkpoints:
+            recorder.save_checkpoint(trainer)
+        result["checkpoint"] = recorder.checkpoints[-1]
+    if recorder is not None and recorder.checkpoint_score_attr and recorder.checkpoints:
+        result["best_checkpoint"] = recorder.best_checkpoint
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -552,12 +727,35 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 class RestoreError(ValueError):
-    """`run(restore=...)` named a checkpoint this run cannot resume from."""
+    """`run(restore=...)` named a checkpoint this run cannot resume from.
+
+    Attributes:
+        saved_algo: the algorithm the checkpoint was written by, when it is another one than
+            the run's (None for any other reason).
+    """
+
+    def __init__(self, message: str, saved_algo: str | None = None) -> None:
+        super().__init__(message)
+        self.saved_algo = saved_algo
 
 
-def _restore_for_run(trainer: Trainer, path: str) -> None:
+def _read_restore_state(path: str, algo_name: str) -> dict[str, Any]:
+    """The checkpoint `run(restore=path)` resumes from, read and checked before anything
+    starts."""
     try:
-        trainer.restore(path)
+        state = _read_checkpoint(path)
+    except (FileNotFoundError, ValueError) as error:
+        raise RestoreError(str(error)) from None
+    if state["algo"] != algo_name:
+        raise RestoreError(
+            f"Checkpoint {path!r} is for {state['algo']!r}, this run trains {algo_name!r}.",
+            saved_algo=state["algo"])
+    return state
+
+
+def _restore_for_run(trainer: Trainer, state: dict[str, Any], path: str) -> None:
+    try:
+        trainer._restore_state(state, path)
     except (FileNotFoundError, ValueError) as error:
         raise RestoreError(str(error)) from None
 
@@ -575,5 +773,5 @@ def _check_plan_output(plan: Any, plan_fn: Any) -> None:
     )
 
 
-__all__ = ["STOP_KEYS", "RestoreError", "Trainer", "TrainingInterrupted", "build_plan_preview",
-           "run"]
+__all__ = ["STOP_KEYS", "CheckpointTrustError", "RestoreError", "Trainer", "TrainingInterrupted",
+           "build_plan_preview", "run"]

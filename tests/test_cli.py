@@ -354,14 +354,20 @@ def test_env_config_key_the_env_rejects(fake_flowrl, capsys):
 def test_restore_of_another_algorithms_checkpoint(fake_flowrl, monkeypatch, capsys, tmp_path):
     from flowrl.trainer import RestoreError
 
+    errors = [RestoreError("Checkpoint 'c' is for 'FakePG', this run trains 'FakePPO'.",
+                           saved_algo="FakePG"),
+              RestoreError("No flowrl checkpoint at 'c': expected the files ...")]
+
     def run(*args, **kwargs):
-        raise RestoreError("Checkpoint 'c' is for 'FakePG', this trainer runs 'FakePPO'.")
+        raise errors.pop(0)
 
     trainer = types.SimpleNamespace(run=run, RestoreError=RestoreError)
     monkeypatch.setattr(cli, "_trainer_module", lambda: trainer)
-    code = cli.main(["train", "--run", "fakeppo", "--env", "CartPole-v1", "--restore",
-                     str(tmp_path)])  # fmt: skip
-    assert_usage_error(capsys, code, "is for 'FakePG'", "Pass --run with the checkpoint's")
+    argv = ["train", "--run", "fakeppo", "--env", "CartPole-v1", "--restore", str(tmp_path)]
+    assert_usage_error(capsys, cli.main(argv), "is for 'FakePG'",
+                       "Pass --run FakePG (the checkpoint's algorithm)")
+    # Any other restore error gets no hint about --run.
+    assert "Pass --run" not in assert_usage_error(capsys, cli.main(argv), "No flowrl checkpoint")
 
 
 def test_missing_config_file_and_restore_path(fake_flowrl, capsys, tmp_path):

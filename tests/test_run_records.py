@@ -101,7 +101,7 @@ def test_tensorboard_events_hold_the_scalars(tmp_path):
         recorder.record({"training_iteration": iteration, "timesteps_total": 10 * iteration,
                          "episode_reward_mean": 3.0 * iteration})
     recorder.close()
-    assert read_scalars(tmp_path, "ray/tune/episode_reward_mean") == [(10, 3.0), (20, 6.0)]
+    assert read_scalars(tmp_path, "episode_reward_mean") == [(10, 3.0), (20, 6.0)]
 
 
 def test_bad_checkpoint_settings_are_rejected(tmp_path):
