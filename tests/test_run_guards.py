@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import re
 import signal
 import subprocess
@@ -437,3 +438,41 @@ def test_an_env_class_or_creator_function_runs_like_a_name(env, local_executor, 
 def test_a_class_that_is_no_env_is_refused():
     with pytest.raises(TypeError, match=r"is a class but not a gymnasium.Env subclass"):
         flowrl.Trainer("pg", env=dict, config=TINY_PG, local_mode=True)
+
+
+# --- defect 1: every documented training command ends ---------------------------------------
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def documented_commands(text: str) -> list[str]:
+    """`flowrl train ...` shell commands (continuation lines joined) and `flowrl.run(...)`
+    calls (until the parentheses close) in a Markdown page."""
+    found, lines = [], text.splitlines()
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("flowrl train ") and "--help" not in stripped:
+            command = stripped
+            while command.endswith("\\") and index + 1 < len(lines):
+                index += 1
+                command = command[:-1] + lines[index].strip()
+            found.append(command)
+        elif "flowrl.run(" in stripped and not stripped.startswith(("`", "-", "*")):
+            call, depth = "", 0
+            for part in lines[index:]:
+                call += part.split("#")[0]
+                depth = call.count("(") - call.count(")")
+                if depth <= 0:
+                    break
+            found.append(call)
+    return found
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/configuration.md", "docs/plans/a2c.md",
+                                  "docs/plans/apex.md", "docs/plans/pg.md", "docs/plans/ppo.md",
+                                  "docs/plans/impala.md", "docs/plans/dqn.md"])
+def test_every_documented_training_command_shows_a_stop(page):
+    commands = documented_commands((ROOT / page).read_text())
+    assert commands, f"{page} shows no training command"
+    endless = [c for c in commands if "--stop" not in c and "stop=" not in c]
+    assert not endless, f"{page}: these run forever: {endless}"
