@@ -1,8 +1,10 @@
 """Two algorithms in one plan: agent1 learns with PPO, agent2 with DQN, on MultiAgentArena.
 
-Both policies act in the same rollout workers. `multiagent_plan` splits every rollout by policy
-(`SelectExperiences`) and runs PPO's flow for agent1's policy and DQN's store and replay flows
-for agent2's, joined with `Concurrently`. The plan graph, printed first, shows both branches.
+Both policies act in the same rollout workers. A DQN policy under a PPO trainer makes the
+Trainer run `flowrl.plans.multiagent.multiagent_plan`: it splits every rollout by policy
+(`SelectExperiences`) and runs `ppo_flow` for agent1's policy and `dqn_flow` (its own replay
+buffer, store and replay-train flows) for agent2's, joined with `Concurrently`. The plan,
+printed first, shows both branches.
 
     python examples/ppo_dqn_multiagent.py              # about 100k env steps
     python examples/ppo_dqn_multiagent.py --steps 20000 --local-mode
@@ -13,7 +15,6 @@ from __future__ import annotations
 import argparse
 
 import flowrl
-from flowrl.plans.multiagent import multiagent_plan
 
 CONFIG = {
     "num_workers": 1,
@@ -44,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     config = {**CONFIG, "framework": args.framework, "seed": 0}
     trainer = flowrl.Trainer("ppo", env="MultiAgentArena-v0", config=config,
-                             plan=multiagent_plan, local_mode=args.local_mode)
+                             local_mode=args.local_mode)
     print(trainer.plan)
     try:
         result = trainer.train()

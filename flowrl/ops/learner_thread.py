@@ -349,6 +349,8 @@ class LockedLearnStep:
             `learn_on_batch`. Ape-X passes a step that also computes the batch's TD errors.
             For several policies it gets a `MultiAgentBatch` of the trained policies' rows and
             returns {policy id: stats}.
+        policy_ids: the policies this learner trains (one algorithm's policies in a run that
+            composes several); default: the learner worker's `policies_to_train`.
 
     Examples:
         >>> class Policy:
@@ -362,10 +364,11 @@ class LockedLearnStep:
         ({'rows': 3}, 1)
     """
 
-    def __init__(self, workers: Any, learn: Callable[[Any], dict[str, Any]] | None = None
-                 ) -> None:
+    def __init__(self, workers: Any, learn: Callable[[Any], dict[str, Any]] | None = None,
+                 *, policy_ids: list[str] | None = None) -> None:
         self.workers = workers
         self.learn = learn
+        self.policy_ids = None if policy_ids is None else list(policy_ids)
         self.lock = threading.Lock()
         self.version = 0
         self.timestep = 0
@@ -384,7 +387,10 @@ class LockedLearnStep:
         local = self._multi_agent_learner()
         if local is None:
             return {DEFAULT_POLICY_ID: self.policy}
-        return {pid: local.get_policy(pid) for pid in local.policies_to_train}
+        return {pid: local.get_policy(pid) for pid in self._trained_ids(local)}
+
+    def _trained_ids(self, local: Any) -> list[str]:
+        return list(local.policies_to_train) if self.policy_ids is None else self.policy_ids
 
     def get_weights(self) -> Any:
         """The weights rollout workers take (`set_weights`): the learner policy's, or
@@ -393,7 +399,7 @@ class LockedLearnStep:
         local = self._multi_agent_learner()
         if local is None:
             return self.policy.get_weights()
-        return local.get_weights(list(local.policies_to_train))
+        return local.get_weights(self._trained_ids(local))
 
     def _multi_agent_learner(self) -> Any:
         """The local worker if it holds several policies (a multi-agent learner), else None."""
@@ -432,7 +438,7 @@ class LockedLearnStep:
             return None
         from flowrl.ops.train_ops import policy_batches_to_train
 
-        return policy_batches_to_train(batch, self.workers.local_worker())
+        return policy_batches_to_train(batch, self.workers.local_worker(), self.policy_ids)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -444,7 +450,8 @@ class LockedLearnStep:
         self.lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return "LockedLearnStep()"
+        return ("LockedLearnStep()" if self.policy_ids is None
+                else f"LockedLearnStep(policy_ids={self.policy_ids})")
 
 
 _STARTED_LEARNERS: weakref.WeakSet[LearnerThread] = weakref.WeakSet()

@@ -201,10 +201,12 @@ class ConcatBatches:
 class SelectExperiences:
     """Keeps only the experiences of the given policies.
 
-    A single-agent `SampleBatch` belongs to `"default_policy"`.
+    A single-agent `SampleBatch` belongs to `"default_policy"`. A `(source, batch)` pair (a
+    fragment and the worker that sampled it) keeps its source.
 
-    Consumes: MultiAgentBatch or SampleBatch.
-    Yields: MultiAgentBatch restricted to `policy_ids` (or the SampleBatch if selected).
+    Consumes: MultiAgentBatch or SampleBatch, or (source, batch) pairs of them.
+    Yields: MultiAgentBatch restricted to `policy_ids` (or the SampleBatch if selected), paired
+    with its source when it came paired.
     Metrics: none.
 
     Examples:
@@ -217,7 +219,10 @@ class SelectExperiences:
             raise ValueError(f"SelectExperiences needs at least one policy id, got {policy_ids=}.")
         self.policy_ids = list(policy_ids)
 
-    def __call__(self, batch: SampleBatch | MultiAgentBatch) -> Any:
+    def __call__(self, batch: SampleBatch | MultiAgentBatch | tuple[Any, Any]) -> Any:
+        if isinstance(batch, tuple):
+            source, batch = batch
+            return source, self(batch)
         if isinstance(batch, MultiAgentBatch):
             kept = {pid: b for pid, b in batch.policy_batches.items() if pid in self.policy_ids}
             return MultiAgentBatch(kept, batch.env_steps)
@@ -227,6 +232,24 @@ class SelectExperiences:
 
     def __repr__(self) -> str:
         return f"SelectExperiences(policy_ids={self.policy_ids})"
+
+
+class DropSource:
+    """Drops the source of `(source, batch)` pairs, for a flow that reads batches only.
+
+    Consumes: (source, batch). Yields: batch.
+    Metrics: none.
+
+    Examples:
+        >>> DropSource()(("worker-1", "batch"))
+        'batch'
+    """
+
+    def __call__(self, item: tuple[Any, Any]) -> Any:
+        return item[1]
+
+    def __repr__(self) -> str:
+        return "DropSource()"
 
 
 class PolicyRows:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from flowrl.plans import a2c, a3c, apex, appo, ars, dqn, es, impala, pg, ppo
 from flowrl.policy import PolicySpec, policy_class
@@ -36,33 +36,37 @@ class AlgorithmSpec:
     """`flow(experiences, workers, config, policy_id)` -> the flow that trains one policy, for
     `multiagent_plan` to compose with other algorithms' flows; None: the algorithm's plan
     trains only policies of its own."""
-    rollouts_per_output: Callable[[Any, Any], float] | None = None
-    """`(workers, config)` -> sampling rounds `flow` consumes per output (balances composed
-    flows)."""
+    steps_per_output: Callable[[Any, Any], float] | None = None
+    """`(workers, config)` -> env steps `flow` consumes per output (balances composed flows)."""
+    flow_input: Literal["batches", "sourced"] = "batches"
+    """What `flow` reads: "batches" (synchronous rounds of samples) or "sourced" ((worker,
+    fragment) pairs as each worker finishes, for learner-thread flows)."""
 
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
     "pg": AlgorithmSpec("PG", pg.PGConfig, pg.pg_plan, pg.PG_POLICY,
                         "Vanilla policy gradient (REINFORCE) with synchronous sampling.",
-                        pg.pg_flow, pg.rounds_per_train_batch),
+                        pg.pg_flow, pg.steps_per_update),
     "a2c": AlgorithmSpec("A2C", a2c.A2CConfig, a2c.a2c_plan, pg.PG_POLICY,
                          "Synchronous advantage actor-critic, optionally with microbatches.",
-                         a2c.a2c_flow, pg.rounds_per_train_batch),
+                         a2c.a2c_flow, pg.steps_per_update),
     "a3c": AlgorithmSpec("A3C", a3c.A3CConfig, a3c.a3c_plan, pg.PG_POLICY,
                          "Asynchronous advantage actor-critic: gradients computed on workers."),
     "ppo": AlgorithmSpec("PPO", ppo.PPOConfig, ppo.ppo_plan, ppo.PPO_POLICY,
                          "Proximal policy optimization with clipped surrogate and adaptive KL.",
-                         ppo.ppo_flow, pg.rounds_per_train_batch),
+                         ppo.ppo_flow, pg.steps_per_update),
     "impala": AlgorithmSpec("IMPALA", impala.IMPALAConfig, impala.impala_plan,
                             impala.IMPALA_POLICY,
                             "Async sampling into a learner thread with V-trace off-policy "
-                            "correction."),
+                            "correction.", impala.impala_flow,
+                            impala.learner_steps_per_output, "sourced"),
     "appo": AlgorithmSpec("APPO", appo.APPOConfig, appo.appo_plan, appo.APPO_POLICY,
                           "Asynchronous PPO: IMPALA's learner thread with a clipped surrogate "
-                          "on V-trace advantages."),
+                          "on V-trace advantages.", appo.appo_flow,
+                          impala.learner_steps_per_output, "sourced"),
     "dqn": AlgorithmSpec("DQN", dqn.DQNConfig, dqn.dqn_plan, dqn.DQN_POLICY,
                          "Deep Q-learning: double Q, dueling heads, n-step returns, prioritized "
-                         "replay.", dqn.dqn_flow, dqn.dqn_rollouts_per_output),
+                         "replay.", dqn.dqn_flow, dqn.dqn_steps_per_output),
     "apex": AlgorithmSpec("APEX", apex.ApexConfig, apex.apex_plan, apex.APEX_POLICY,
                           "Ape-X: async rollouts into replay actors feeding a DQN learner "
                           "thread."),

@@ -5,7 +5,7 @@ and V-trace; PPO (Schulman et al., 2017, https://arxiv.org/abs/1707.06347) for t
 
 Implementation details:
 1. Sampling, batching, the learner thread and the weight broadcasts are IMPALA's
-   (`flowrl.plans.impala.build_learner_flows`).
+   (`flowrl.plans.impala.build_learner_flows`, operators in `flowrl.ops.learner_flows`).
 2. A target network plays PPO's "old policy": V-trace corrects from the workers' behaviour
    policy to it, and the surrogate ratio is new policy / target policy, clipped to
    1 +- `clip_param`. It is computed as (behaviour / target, clipped to [0, 2]) x (new /
@@ -27,15 +27,11 @@ from typing import Any
 
 from flowrl.iter import LocalIterator
 from flowrl.ops import KL_COEFF_INFO, Concurrently, LearnerOutput, LockedLearnStep
+from flowrl.ops.learner_flows import BroadcastToSourceWorkers
 from flowrl.ops.learner_thread import stats_by_policy
-from flowrl.plans.impala import (
-    BroadcastToSourceWorkers,
-    IMPALAConfig,
-    build_learner_flows,
-    vtrace_targets_tf,
-    vtrace_targets_torch,
-)
+from flowrl.plans.impala import IMPALAConfig, build_learner_flows, fragments_with_sources
 from flowrl.policy import PolicySpec
+from flowrl.policy.vtrace import vtrace_targets_tf, vtrace_targets_torch
 from flowrl.workers import WorkerSet
 
 NUM_TARGET_UPDATES_COUNTER = "learner/target_updates"
@@ -218,9 +214,20 @@ class UpdateTargetAndKL:
                 f"use_kl_loss={self.use_kl_loss})")
 
 
-def appo_plan(workers: WorkerSet, config: APPOConfig) -> LocalIterator:
-    """APPO as a dataflow: IMPALA's learner thread and broadcasts, plus target-network updates."""
-    flows = build_learner_flows(workers, config)
+def appo_flow(fragments: LocalIterator[tuple[Any, Any]], workers: WorkerSet,
+              config: APPOConfig, policy_id: str | None = None) -> LocalIterator:
+    """APPO's training flow for one policy: IMPALA's learner thread and broadcasts, plus
+    target-network (and KL coefficient) updates.
+
+    Args:
+        fragments: the policy's fragments, each paired with the rollout worker that sampled
+            it (`flowrl.plans.impala.fragments_with_sources`).
+        workers: the rollout workers (the learner's policy is the local worker's).
+        config: the policy's typed config.
+        policy_id: the policy this flow trains; None trains the workers' own trained policies
+            (the default policy of a single-agent run).
+    """
+    flows = build_learner_flows(fragments, workers, config, policy_id)
     # The target network (the "old policy") follows the learner every few updates.
     updated = flows.dequeue.for_each(UpdateTargetAndKL(
         flows.learn_step, target_update_frequency=config.target_update_frequency,
@@ -230,3 +237,8 @@ def appo_plan(workers: WorkerSet, config: APPOConfig) -> LocalIterator:
         workers, flows.learn_step, flows.versions,
         broadcast_interval=config.broadcast_interval))
     return Concurrently([flows.enqueue, broadcast], mode="async", output_indexes=[1])
+
+
+def appo_plan(workers: WorkerSet, config: APPOConfig) -> LocalIterator:
+    """APPO as a dataflow: IMPALA's learner thread and broadcasts, plus target-network updates."""
+    return appo_flow(fragments_with_sources(workers, config), workers, config)

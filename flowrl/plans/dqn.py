@@ -478,10 +478,11 @@ def dqn_flow(experiences: LocalIterator[Any], workers: WorkerSet, config: DQNCon
                             config, workers.config.steps_per_sample_round))
 
 
-def dqn_rollouts_per_output(workers: WorkerSet, config: DQNConfig) -> float:
-    """Sampling rounds `dqn_flow` consumes per training result it yields."""
-    store, train = round_robin_weights(config, workers.config.steps_per_sample_round)
-    return store / train
+def dqn_steps_per_output(workers: WorkerSet, config: DQNConfig) -> float:
+    """Env steps `dqn_flow` samples per training result it yields (balances composed flows)."""
+    steps_per_round = workers.config.steps_per_sample_round
+    store, train = round_robin_weights(config, steps_per_round)
+    return store * steps_per_round / train
 
 
 def dqn_plan(workers: WorkerSet, config: DQNConfig) -> LocalIterator[TrainResult]:

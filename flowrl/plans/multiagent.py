@@ -27,7 +27,14 @@ from typing import Any
 
 from flowrl.config import from_dict
 from flowrl.iter import LocalIterator
-from flowrl.ops import Concurrently, ParallelRollouts, SelectExperiences, TrainResult
+from flowrl.ops import (
+    Concurrently,
+    DropSource,
+    ParallelRollouts,
+    SelectExperiences,
+    TrainResult,
+)
+from flowrl.plans.impala import fragments_with_sources
 from flowrl.policy import PolicySpec
 from flowrl.workers import WorkerSet
 
@@ -149,17 +156,22 @@ def multiagent_plan(workers: WorkerSet, config: Any) -> LocalIterator[TrainResul
         policy_config = setup.entries[policy_id].config
         algorithm = _composable(policy_id, algorithm_of(policy_config))
         chosen.append((policy_id, policy_config, algorithm))
-    # On-policy algorithms need samples from their current weights: one lock-step source.
-    rollouts = ParallelRollouts(workers, mode="bulk_sync")
+    # One source for all: lock-step rounds, or (worker, fragment) pairs as workers finish
+    # when a learner-thread flow is among them (IMPALA, APPO).
+    sourced = [config_ for _, config_, algorithm in chosen if algorithm.flow_input == "sourced"]
+    rollouts = (fragments_with_sources(workers, sourced[0]) if sourced
+                else ParallelRollouts(workers, mode="bulk_sync"))
     branches = rollouts.duplicate(len(chosen)) if len(chosen) > 1 else [rollouts]
     flows, rates = [], []
     for branch, (policy_id, policy_config, algorithm) in zip(branches, chosen):
         mine = branch.for_each(SelectExperiences([policy_id]))
+        if sourced and algorithm.flow_input == "batches":
+            mine = mine.for_each(DropSource())
         flows.append(algorithm.flow(mine, workers, policy_config, policy_id))
-        rates.append(algorithm.rollouts_per_output(workers, policy_config))
+        rates.append(algorithm.steps_per_output(workers, policy_config))
     if len(flows) == 1:
         return flows[0]
-    # Each rotation pulls as many outputs from each flow as consume the same rollouts.
+    # Each rotation pulls as many outputs from each flow as consume the same env steps.
     slowest = max(rates)
     weights = [max(1, round(slowest / rate)) for rate in rates]
     return Concurrently(flows, mode="round_robin", round_robin_weights=weights)

@@ -96,14 +96,17 @@ def pg_flow(experiences: LocalIterator[Any], workers: WorkerSet, config: PGConfi
     return trained.for_each(BroadcastWeights(workers, policy_ids=policy_ids))
 
 
-def rounds_per_train_batch(workers: WorkerSet, config: PolicyGradientConfig) -> float:
-    """Sampling rounds a policy-gradient flow (PG, A2C, PPO) consumes per update: enough for
-    `train_batch_size` steps (A2C with microbatches: for all microbatches of one update)."""
+def steps_per_update(workers: WorkerSet, config: PolicyGradientConfig) -> float:
+    """Env steps a policy-gradient flow (PG, A2C, PPO) consumes per update: `train_batch_size`
+    rounded up to whole sampling rounds (A2C with microbatches: all microbatches of one
+    update). Balances flows composed side by side."""
     steps_per_round = workers.config.steps_per_sample_round
     microbatch_size = getattr(config, "microbatch_size", None)
     if microbatch_size:
-        return math.ceil(microbatch_size / steps_per_round) * config.num_microbatches
-    return math.ceil(config.train_batch_size / steps_per_round)
+        rounds = math.ceil(microbatch_size / steps_per_round) * config.num_microbatches
+    else:
+        rounds = math.ceil(config.train_batch_size / steps_per_round)
+    return float(rounds * steps_per_round)
 
 
 def pg_plan(workers: WorkerSet, config: PGConfig) -> LocalIterator[TrainResult]:

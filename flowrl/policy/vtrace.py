@@ -297,3 +297,105 @@ def _check_shapes(shapes: dict[str, tuple]) -> None:
 def _same_shape(shape: tuple, other: tuple) -> bool:
     return len(shape) == len(other) and all(
         a is None or b is None or a == b for a, b in zip(shape, other, strict=True))
+
+
+# ---- V-trace targets from a batch of fragments, per framework ------------------------------------
+
+
+def vtrace_targets_torch(policy: Any, batch: dict, behaviour_logp: Any, target_logp: Any,
+                         values: Any) -> dict[str, Any]:
+    """Time-major V-trace targets for a batch of env-major fragments, in PyTorch.
+
+    `behaviour_logp`, `target_logp` and `values` are per-row tensors ([N]); the rows are
+    reshaped to `[T, B]` with T = `config.rollout_fragment_length`. Returns time-major
+    `target_logp`, `values`, `vs`, `pg_advantages` and `rhos` (the latter three without
+    gradient). With `config.vtrace` False the importance weights are 1 (no correction).
+    """
+    import torch
+
+    config = policy.config
+    length = config.rollout_fragment_length
+    rows = batch["rewards"].shape[0]
+    if rows % length:
+        raise ValueError(_not_whole_fragments(rows, length))
+    terminateds, truncateds = batch["terminateds"], batch["truncateds"]
+    device = batch["rewards"].device  # the learner's (a GPU with num_gpus > 0)
+    last_row = torch.arange(rows, device=device) % length == length - 1
+    needs_value = last_row | (truncateds & ~terminateds)
+    index = torch.nonzero(needs_value).squeeze(1)
+    with torch.no_grad():
+        _, bootstrap_rows = policy.model(batch["new_obs"][index])
+    next_values = torch.zeros(rows, dtype=torch.float32, device=device).index_put(
+        (index,), bootstrap_rows)
+    gamma = float(config.gamma)
+    rewards = batch["rewards"]
+    rewards = torch.where(truncateds & ~terminateds, rewards + gamma * next_values, rewards)
+    discounts = torch.where(terminateds | truncateds, 0.0, gamma)
+
+    def time_major(tensor: Any) -> Any:
+        return tensor.reshape(rows // length, length).transpose(0, 1)
+
+    terminated_last = time_major(terminateds)[-1]
+    bootstrap_value = torch.where(terminated_last, 0.0, time_major(next_values)[-1])
+    if not config.vtrace:
+        behaviour_logp = target_logp
+    behaviour_logp, target_logp, values = (time_major(t) for t in (behaviour_logp, target_logp,
+                                                                   values))
+    vs, pg_advantages = vtrace_torch(
+        behaviour_logp, target_logp, time_major(rewards), values, bootstrap_value,
+        time_major(discounts), clip_rho_threshold=_threshold(config, "vtrace_clip_rho_threshold"),
+        clip_pg_rho_threshold=_threshold(config, "vtrace_clip_pg_rho_threshold"))
+    rhos = torch.exp(target_logp.detach() - behaviour_logp.detach())
+    return {"target_logp": target_logp, "values": values, "vs": vs,
+            "pg_advantages": pg_advantages, "rhos": rhos, "behaviour_logp": behaviour_logp}
+
+
+def vtrace_targets_tf(policy: Any, batch: dict, behaviour_logp: Any, target_logp: Any,
+                      values: Any) -> dict[str, Any]:
+    """`vtrace_targets_torch` in TensorFlow (works inside `tf.function`, batch size unknown)."""
+    import tensorflow as tf
+
+    config = policy.config
+    length = config.rollout_fragment_length
+    rows = tf.shape(batch["rewards"])[0]
+    check = tf.debugging.assert_equal(
+        rows % length, 0, message=_not_whole_fragments("the batch's", length))
+    terminateds, truncateds = batch["terminateds"], batch["truncateds"]
+    with tf.control_dependencies([check]):
+        last_row = tf.equal(tf.range(rows) % length, length - 1)
+    bootstraps_at_truncation = tf.logical_and(truncateds, tf.logical_not(terminateds))
+    index = tf.where(tf.logical_or(last_row, bootstraps_at_truncation))
+    _, bootstrap_rows = policy.model(tf.gather_nd(batch["new_obs"], index))
+    next_values = tf.stop_gradient(
+        tf.scatter_nd(index, bootstrap_rows, tf.cast(rows, tf.int64)[None]))
+    gamma = float(config.gamma)
+    rewards = batch["rewards"]
+    rewards = tf.where(bootstraps_at_truncation, rewards + gamma * next_values, rewards)
+    discounts = tf.where(tf.logical_or(terminateds, truncateds), 0.0, gamma)
+
+    def time_major(tensor: Any) -> Any:
+        return tf.transpose(tf.reshape(tensor, [-1, length]))
+
+    bootstrap_value = tf.where(time_major(terminateds)[-1], 0.0, time_major(next_values)[-1])
+    if not config.vtrace:
+        behaviour_logp = target_logp
+    behaviour_logp, target_logp, values = (time_major(t) for t in (behaviour_logp, target_logp,
+                                                                   values))
+    vs, pg_advantages = vtrace_tf(
+        behaviour_logp, target_logp, time_major(rewards), values, bootstrap_value,
+        time_major(discounts), clip_rho_threshold=_threshold(config, "vtrace_clip_rho_threshold"),
+        clip_pg_rho_threshold=_threshold(config, "vtrace_clip_pg_rho_threshold"))
+    rhos = tf.exp(tf.stop_gradient(target_logp - behaviour_logp))
+    return {"target_logp": target_logp, "values": values, "vs": vs,
+            "pg_advantages": pg_advantages, "rhos": rhos, "behaviour_logp": behaviour_logp}
+
+
+def _threshold(config: Any, name: str) -> float | None:
+    value = getattr(config, name)
+    return None if value is None else float(value)
+
+
+def _not_whole_fragments(rows: Any, length: int) -> str:
+    return (f"V-trace needs whole fragments of rollout_fragment_length={length} rows per env "
+            f"stream, but {rows} rows are not a multiple of it; train on batches built from "
+            "whole sampled fragments (batch_mode='truncate_episodes', no row shuffling).")

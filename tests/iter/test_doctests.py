@@ -28,6 +28,9 @@ MODULES = [
     "flowrl.iter.worker",
     "flowrl.ops.concurrency",
     "flowrl.ops.learner_thread",
+    "flowrl.ops.learner_flows",
+    "flowrl.ops.coefficient_ops",
+    "flowrl.ops.rollout_ops",
     "flowrl.viz.dot",
 ]
 

@@ -14,20 +14,22 @@ from flowrl.config import from_dict
 from flowrl.iter import executor as flow_executor
 from flowrl.iter.metrics import MetricsContext
 from flowrl.ops import LearnerOutput, LockedLearnStep
-from flowrl.plans.impala import (
-    IMPALA_POLICY,
+from flowrl.ops.learner_flows import (
     BroadcastToSourceWorkers,
     ConcatFragments,
     FragmentSource,
-    IMPALAConfig,
     MixInReplay,
     TrainBatchSource,
     WorkerWeightVersions,
+)
+from flowrl.plans.impala import IMPALA_POLICY, IMPALAConfig
+from flowrl.policy import SampleBatch
+from flowrl.policy.vtrace import (
+    vtrace_inputs_from_fragment,
+    vtrace_numpy,
     vtrace_targets_tf,
     vtrace_targets_torch,
 )
-from flowrl.policy import SampleBatch
-from flowrl.policy.vtrace import vtrace_inputs_from_fragment, vtrace_numpy
 
 FRAMEWORKS = ["torch", pytest.param("tf", marks=pytest.mark.tf)]
 

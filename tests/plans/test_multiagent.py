@@ -208,6 +208,9 @@ def test_a_policy_of_another_algorithm_trains_without_naming_a_plan(local_execut
     ("a2c", "ppo", {"num_sgd_iter": 1}, "kl_coeff"),
     ("ppo", "pg", {"train_batch_size": 40}, "policy_loss"),
     ("ppo", "a2c", {"train_batch_size": 40, "microbatch_size": 20}, "vf_loss"),
+    ("ppo", "impala", {"train_batch_size": 40}, "mean_rho"),
+    ("dqn", "appo", {"train_batch_size": 40}, "mean_ratio"),
+    ("impala", "a2c", {"train_batch_size": 40}, "vf_loss"),
 ])
 def test_any_two_composable_algorithms_train_side_by_side(trainer_algo, other, overrides, stat,
                                                           local_executor):
