@@ -44,7 +44,7 @@ from flowrl.reporting import (
     should_stop,
     validate_stop,
 )
-from flowrl.run_records import RunRecorder, default_run_dir
+from flowrl.run_records import RunDirInUseError, RunRecorder, default_run_dir
 from flowrl.workers import WorkerSet
 from flowrl.workers.multi_agent import (
     PolicyReturnTracker,
@@ -308,7 +308,7 @@ class Trainer:
         if isinstance(state, bool):  # 0.2's positional explore
             state, explore = None, state
         action, state_out, _ = policy.compute_single_action(obs, state, explore=explore)
-        return (action, state_out) if policy.is_recurrent else action
+        return (action, state_out) if policy.initial_state() else action
 
     def get_policy(self, policy_id: str | None = None) -> Any:
         """The learner's policy (the local worker's); `policy_id` picks one of several
@@ -316,9 +316,10 @@ class Trainer:
         worker = self.workers.local_worker()
         return worker.policy if policy_id is None else worker.get_policy(policy_id)
 
-    def plan_graph(self) -> Any:
-        """The plan as a networkx DiGraph, annotated with per-operator statistics."""
-        return self.plan.graph()
+    def plan_graph(self, *, internals: bool = False) -> Any:
+        """The plan as a networkx DiGraph, annotated with per-operator statistics; each
+        operator as the plan calls it, or every engine node with `internals=True`."""
+        return self.plan.graph(internals=internals)
 
     # --- checkpoints ------------------------------------------------------------------------
 
@@ -382,8 +383,9 @@ class Trainer:
         state = _read_checkpoint(checkpoint_path)
         if env_module is not None:
             checkpoint.import_env_module(env_module)
-        if env is None and not trust_checkpoint:
-            _refuse_env_module_import(state["env"], checkpoint_path)
+        if not trust_checkpoint:
+            _refuse_module_imports(state, checkpoint_path, env_given=env is not None,
+                                   overrides=config or {})
         env = state["env"] if env is None else env
         _check_env_available({**state, "env": env})
         trainer = cls(state["algo"], env=env, config={**state["config"], **(config or {})},
@@ -526,18 +528,40 @@ class CheckpointTrustError(ValueError):
     """A checkpoint's env name would import a module, which restoring never does unasked."""
 
 
-def _refuse_env_module_import(env_name: str, checkpoint_path: str) -> None:
-    module = module_to_import(env_name)
-    if module is None:
+def _refuse_module_imports(state: Mapping[str, Any], checkpoint_path: str, *, env_given: bool,
+                           overrides: Mapping[str, Any]) -> None:
+    """Raises CheckpointTrustError when rebuilding the checkpoint's trainer would import a
+    module the checkpoint names: its env (`module:EnvId`) unless the caller names the env, or
+    a `model.custom_model` path (`module:Class`, also of its policies) unless the caller's
+    config overrides the model."""
+    if not env_given:
+        module = module_to_import(state["env"])
+        if module is not None:
+            raise CheckpointTrustError(
+                f"Checkpoint {checkpoint_path!r} names its env {state['env']!r}, and building "
+                f"that env would import the module {module!r}, running its code; flowrl does "
+                f"not import modules a checkpoint names. If you trust this checkpoint, allow "
+                f"it: Trainer.from_checkpoint(path, trust_checkpoint=True) or `flowrl rollout "
+                f"CHECKPOINT --trust-checkpoint`. Or name the env yourself: "
+                f"env={state['env']!r} (`--env {state['env']}`), or import the module first: "
+                f"env_module={module!r} (`--env-module {module}`).")
+    if "model" in overrides:
         return
-    raise CheckpointTrustError(
-        f"Checkpoint {checkpoint_path!r} names its env {env_name!r}, and building that env "
-        f"would import the module {module!r}, running its code; flowrl does not import modules "
-        f"a checkpoint names. If you trust this checkpoint, allow it: "
-        f"Trainer.from_checkpoint(path, trust_checkpoint=True) or `flowrl rollout CHECKPOINT "
-        f"--trust-checkpoint`. Or name the env yourself: env={env_name!r} (`--env "
-        f"{env_name}`), or import the module first: env_module={module!r} (`--env-module "
-        f"{module}`).")
+    config = state.get("config", {})
+    models = [("model", config.get("model", {}))] + [
+        (f"policies[{pid!r}].config.model", entry.get("config", {}).get("model", {}))
+        for pid, entry in (config.get("policies") or {}).items() if isinstance(entry, dict)]
+    for where, model in models:
+        path = model.get("custom_model") if isinstance(model, dict) else None
+        module = module_to_import(path) if isinstance(path, str) else None
+        if module is not None:
+            raise CheckpointTrustError(
+                f"Checkpoint {checkpoint_path!r} names {where}.custom_model={path!r}, and "
+                f"building that model would import the module {module!r}, running its code; "
+                f"flowrl does not import modules a checkpoint names. If you trust this "
+                f"checkpoint, allow it: Trainer.from_checkpoint(path, trust_checkpoint=True) "
+                f"or `flowrl rollout CHECKPOINT --trust-checkpoint`; or import {module!r} "
+                f"yourself first (env_module={module!r}, `--env-module {module}`).")
 
 
 def _check_env_available(state: Mapping[str, Any]) -> None:
@@ -645,11 +669,18 @@ def run(algo: str, env: str | type | Callable, config: Mapping[str, Any] | Any =
     preflight.check_writable_dir(checkpoint_dir, "checkpoint_dir")
     preflight.check_writable_dir(log_dir or "results", "log_dir")
     preflight.check_port_free(viewer_port)
-    log_dir = log_dir or default_run_dir(name, env_label(env))
-    trainer = Trainer(algo, env=env, config=config, plan=plan, local_mode=local_mode,
-                      address=address, log_dir=log_dir, checkpoint_freq=checkpoint_freq,
-                      keep_checkpoints_num=keep_checkpoints_num,
-                      checkpoint_score_attr=checkpoint_score_attr)
+    for attempt in range(_DEFAULT_RUN_DIR_TRIES):
+        run_dir = log_dir or default_run_dir(name, env_label(env))
+        try:
+            trainer = Trainer(algo, env=env, config=config, plan=plan, local_mode=local_mode,
+                              address=address, log_dir=run_dir, checkpoint_freq=checkpoint_freq,
+                              keep_checkpoints_num=keep_checkpoints_num,
+                              checkpoint_score_attr=checkpoint_score_attr)
+            break
+        except RunDirInUseError:  # a default name another run took in the same second
+            if log_dir is not None or attempt == _DEFAULT_RUN_DIR_TRIES - 1:
+                raise
+    log_dir = run_dir
     recorded = False
     try:
         if verbose:
@@ -684,6 +715,10 @@ def run(algo: str, env: str | type | Callable, config: Mapping[str, Any] | Any =
         raise
     finally:
         trainer.stop()
+
+
+_DEFAULT_RUN_DIR_TRIES = 5
+"""Default run directory names tried when runs started in the same second race for one."""
 
 
 @contextlib.contextmanager

@@ -262,6 +262,13 @@ def test_restoring_never_imports_a_module_the_checkpoint_names(tmp_path, local_e
     assert not marker.exists()
     flowrl.Trainer.from_checkpoint(path, trust_checkpoint=True).stop()
     assert marker.exists()
+    # A model path (module:Class) in the checkpoint's config is refused the same way.
+    document["state"]["env"] = "CartPole-v1"
+    document["state"]["config"]["model"]["custom_model"] = "evilmod_model_guards:Net"
+    open(state_file, "w").write(json.dumps(document))
+    with pytest.raises(CheckpointTrustError,
+                       match=r"model.custom_model='evilmod_model_guards:Net'.*import the module"):
+        flowrl.Trainer.from_checkpoint(path)
 
 
 # --- defect 15: always a final checkpoint; Tune's checkpoint directories ----------------------
@@ -476,3 +483,17 @@ def test_every_documented_training_command_shows_a_stop(page):
     assert commands, f"{page} shows no training command"
     endless = [c for c in commands if "--stop" not in c and "stop=" not in c]
     assert not endless, f"{page}: these run forever: {endless}"
+
+
+def test_runs_started_in_the_same_second_get_their_own_default_directories(
+        tmp_path, local_executor, monkeypatch):
+    import flowrl.trainer as trainer_module
+
+    taken = tmp_path / "PG_guards_corridor_same-second"
+    RunRecorder(taken, {"another": "run"}, tensorboard=False).close()
+    names = iter([taken, tmp_path / "PG_guards_corridor_same-second_1"])
+    monkeypatch.setattr(trainer_module, "default_run_dir", lambda algo, env: str(next(names)))
+    result = flowrl.run("pg", "guards_corridor", config=TINY_PG, local_mode=True, verbose=0,
+                        stop={"training_iteration": 1})
+    assert result["log_dir"].endswith("same-second_1")
+    assert json.loads((taken / "params.json").read_text()) == {"another": "run"}
