@@ -45,7 +45,7 @@ def best_time(fn, calls: int, repeats: int) -> float:
 def training_batch(policy) -> SampleBatch:
     rng = np.random.default_rng(0)
     obs = rng.normal(size=(SAMPLES, 4)).astype(np.float32)
-    actions, _ = policy.compute_actions(obs)
+    actions, _, _ = policy.compute_actions(obs)
     return SampleBatch(obs=obs, actions=actions,
                        advantages=rng.normal(size=SAMPLES).astype(np.float32))
 

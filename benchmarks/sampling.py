@@ -53,7 +53,7 @@ class HandWrittenLoop:
     def steps_per_second(self, seconds: float) -> float:
         steps, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            actions, _ = self.policy.compute_actions(self.obs)
+            actions, _, _ = self.policy.compute_actions(self.obs)
             self.obs, _, _, _, _ = self.envs.step(actions)
             steps += NUM_ENVS
         return steps / (time.perf_counter() - start)

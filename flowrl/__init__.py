@@ -20,6 +20,8 @@ _LAZY_EXPORTS: dict[str, str] = {
     "register_env": "flowrl.env",
     "make_env": "flowrl.env",
     "get_env_creator": "flowrl.env",
+    "register_model": "flowrl.policy.model_contract",
+    "unregister_model": "flowrl.policy.model_contract",
     "get_policy_class": "flowrl.plans",
     "list_algorithms": "flowrl.plans",
     "Trainer": "flowrl.trainer",

@@ -149,6 +149,10 @@ class ModelConfig(_FrozenConfig):
     """Conv layers for images as [out_channels, kernel, stride] triples; None = no conv stack."""
     conv_activation: Literal["relu", "tanh", "swish"] = "relu"
     """Activation after each conv layer; almost always "relu"."""
+    custom_model: str | type | None = None
+    """A user model: its class, a flowrl.register_model name or "pkg.mod:Class"; None = built-in."""
+    custom_model_config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Keyword arguments for the custom model's constructor, e.g. {"hidden": 128}."""
 
     def _validate(self) -> None:
         super()._validate()
@@ -671,6 +675,8 @@ def _deep_tuple(value: Any) -> Any:
 
 
 def _to_plain(value: Any) -> Any:
+    if isinstance(value, type):  # e.g. model.custom_model: stored as its import path
+        return f"{value.__module__}:{value.__qualname__}"
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (list, tuple)):

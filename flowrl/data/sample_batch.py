@@ -49,6 +49,16 @@ class SampleBatch(dict):
     VF_PREDS = "vf_preds"
     ADVANTAGES = "advantages"
     VALUE_TARGETS = "value_targets"
+    STATE_IN_PREFIX = "state_in_"
+    """Recurrent models: `state_in_0`, `state_in_1`, ... hold the state fed in at each row."""
+    SEQ_LENS = "seq_lens"
+    """Recurrent models: the valid length of each [B, T] sequence (sequencing: issue 19)."""
+
+    def state_in_columns(self) -> list[str]:
+        """The `state_in_{i}` columns of a recurrent policy's batch, in state order."""
+        prefix = self.STATE_IN_PREFIX
+        names = [name for name in self if name.startswith(prefix) and name[len(prefix):].isdigit()]
+        return sorted(names, key=lambda name: int(name[len(prefix):]))
 
     def __init__(self, columns: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__()

@@ -19,12 +19,23 @@ from flowrl.policy.exploration import (
     sample_action_distribution,
 )
 from flowrl.policy.losses import pg_loss_tf, pg_loss_torch
+from flowrl.policy.model_contract import (
+    ACTOR_CRITIC,
+    CONTRACTS,
+    DETERMINISTIC_ACTOR_CRITIC,
+    Q_VALUES,
+    ModelContract,
+    register_model,
+    registered_models,
+    unregister_model,
+)
 from flowrl.policy.models import (
     DeterministicActorCriticSpec,
     ModelSpec,
     QModelSpec,
     actor_critic_model,
 )
+from flowrl.policy.optimizer_groups import OptimizerGroup
 from flowrl.policy.policy import Policy, Saveable
 from flowrl.policy.postprocessing import (
     compute_advantages,
@@ -47,6 +58,8 @@ DISTRIBUTION_NAMES = ("Categorical", "MultiCategorical", "DiagGaussian", "Determ
 
 _LAZY: dict[str, str] = {
     "TorchPolicy": "flowrl.policy.torch_policy",
+    "TorchParameters": "flowrl.policy.torch_models",
+    "TorchModuleWeights": "flowrl.policy.torch_models",
     "TorchModel": "flowrl.policy.torch_models",
     "TorchQModel": "flowrl.policy.torch_models",
     "TorchDeterministicActorCritic": "flowrl.policy.torch_models",
@@ -55,6 +68,8 @@ _LAZY: dict[str, str] = {
     "TorchDiagGaussian": "flowrl.policy.torch_distributions",
     "TorchDeterministic": "flowrl.policy.torch_distributions",
     "TFPolicy": "flowrl.policy.tf_policy",
+    "TFParameters": "flowrl.policy.tf_models",
+    "TFModuleWeights": "flowrl.policy.tf_models",
     "TFModel": "flowrl.policy.tf_models",
     "TFQModel": "flowrl.policy.tf_models",
     "TFDeterministicActorCritic": "flowrl.policy.tf_models",
@@ -87,6 +102,15 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ACTOR_CRITIC",
+    "CONTRACTS",
+    "DETERMINISTIC_ACTOR_CRITIC",
+    "Q_VALUES",
+    "ModelContract",
+    "OptimizerGroup",
+    "register_model",
+    "registered_models",
+    "unregister_model",
     "DISTRIBUTION_NAMES",
     "FRAMEWORKS",
     "ActionSelector",

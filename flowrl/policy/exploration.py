@@ -11,9 +11,10 @@ epsilons are computed where the worker's policy is built):
 - `GaussianNoise`: a deterministic actor's action plus Gaussian noise, clipped to the action
   bounds (DDPG/TD3-style).
 
-Selectors work on numpy outputs of the policy's framework-neutral forward methods
-(`compute_q_values`, `compute_deterministic_actions`), so each is written once for both
-frameworks. Sampling a distribution stays inside the framework (its own seeded generator).
+Selectors work on numpy outputs of the policy's framework-neutral `forward` (the model
+contract's outputs and the recurrent state), so each is written once for both frameworks.
+Sampling a distribution stays inside the framework (its own seeded generator). Every selector
+passes the recurrent state through: it gets the state in and returns the model's state out.
 """
 
 from __future__ import annotations
@@ -24,19 +25,23 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
+from flowrl.policy.model_contract import DETERMINISTIC_ACTOR_CRITIC, Q_VALUES
+
 if TYPE_CHECKING:
     from flowrl.policy.policy import Policy
 
 Extras = dict[str, np.ndarray]
+State = list[np.ndarray]
 
 
 class ActionSelector(ABC):
     """Turns preprocessed observation rows into actions (model space) and per-row extras."""
 
     @abstractmethod
-    def compute_actions(self, policy: Policy, obs_rows: np.ndarray,
-                        explore: bool) -> tuple[np.ndarray, Extras]:
-        """Actions for a batch of preprocessed rows, and extras stored with the samples."""
+    def compute_actions(self, policy: Policy, obs_rows: np.ndarray, explore: bool,
+                        state: State) -> tuple[np.ndarray, State, Extras]:
+        """Actions for a batch of preprocessed rows and the model's state (`[]` when
+        stateless): returns `(actions, state_out, extras)`, extras stored with the samples."""
 
     def on_global_var_update(self, timestep: int) -> None:  # noqa: B027 - optional hook
         """Follows the global env-step count (schedules); default: nothing to update."""
@@ -52,9 +57,9 @@ class SampleActionDistribution(ActionSelector):
     Extras: `action_logp`, `action_dist_inputs`, `vf_preds`.
     """
 
-    def compute_actions(self, policy: Policy, obs_rows: np.ndarray,
-                        explore: bool) -> tuple[np.ndarray, Extras]:
-        return policy.sample_actions(obs_rows, explore)
+    def compute_actions(self, policy: Policy, obs_rows: np.ndarray, explore: bool,
+                        state: State) -> tuple[np.ndarray, State, Extras]:
+        return policy.sample_actions(obs_rows, explore, state)
 
     def __repr__(self) -> str:
         return "SampleActionDistribution()"
@@ -99,16 +104,17 @@ class EpsilonGreedy(ActionSelector):
         fraction = min(max(timestep, 0) / self.decay_timesteps, 1.0)
         self.epsilon = self.initial_epsilon + fraction * (self.final_epsilon - self.initial_epsilon)
 
-    def compute_actions(self, policy: Policy, obs_rows: np.ndarray,
-                        explore: bool) -> tuple[np.ndarray, Extras]:
-        q_values = policy.compute_q_values(obs_rows)
+    def compute_actions(self, policy: Policy, obs_rows: np.ndarray, explore: bool,
+                        state: State) -> tuple[np.ndarray, State, Extras]:
+        policy.check_contract(Q_VALUES, "compute Q-values")
+        (q_values,), state_out = policy.forward(obs_rows, state)
         actions = np.argmax(q_values, axis=1).astype(np.int64)
         if explore and self.epsilon > 0.0:
             random_rows = self.rng.random(len(actions)) < self.epsilon
             count = int(random_rows.sum())
             if count:
                 actions[random_rows] = self.rng.integers(0, q_values.shape[1], size=count)
-        return actions, {}
+        return actions, state_out, {}
 
     def stats(self) -> dict[str, float]:
         return {"epsilon": self.epsilon}
@@ -136,13 +142,15 @@ class GaussianNoise(ActionSelector):
         self.stddev = float(stddev)
         self.rng = np.random.default_rng(seed)
 
-    def compute_actions(self, policy: Policy, obs_rows: np.ndarray,
-                        explore: bool) -> tuple[np.ndarray, Extras]:
-        unit = policy.compute_deterministic_actions(obs_rows).reshape(len(obs_rows), -1)
+    def compute_actions(self, policy: Policy, obs_rows: np.ndarray, explore: bool,
+                        state: State) -> tuple[np.ndarray, State, Extras]:
+        policy.check_contract(DETERMINISTIC_ACTOR_CRITIC, "compute deterministic actions")
+        (unit,), state_out = policy.forward(obs_rows, state)
+        unit = unit.reshape(len(obs_rows), -1)
         if explore and self.stddev > 0:
             unit = np.clip(unit + self.rng.normal(0.0, self.stddev, unit.shape), -1.0, 1.0)
         actions = self.low + (unit + 1.0) * 0.5 * (self.high - self.low)
-        return actions.astype(np.float32), {}
+        return actions.astype(np.float32), state_out, {}
 
     def __repr__(self) -> str:
         return f"GaussianNoise(stddev={self.stddev})"

@@ -1,5 +1,10 @@
 """Framework-neutral model architecture: layer names, weight shapes and seeded initialisation.
 
+These are the built-in models: each spec names the model contract it implements
+(`flowrl.policy.model_contract`) and its Torch and TF classes (`torch_class`, `tf_class`, as
+import paths so this module imports neither framework). A custom model replaces the built-in
+class; the spec still tells the policy the contract and its `output_size`.
+
 Both the Torch and the TF model are built from the same `ModelSpec`, so they have the same
 architecture, the same weight names and shapes, and (for the same seed) the same initial weights,
 which are drawn here with numpy.
@@ -23,10 +28,17 @@ import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
+
+from flowrl.policy.model_contract import (
+    ACTOR_CRITIC,
+    DETERMINISTIC_ACTOR_CRITIC,
+    Q_VALUES,
+    ModelContract,
+)
 
 NATURE_CNN_FILTERS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
 CNN_DENSE_UNITS = 512
@@ -62,6 +74,14 @@ class ModelSpec(ConvTrunk):
     conv_activation: str
 
     kind = "actor_critic"
+    contract: ClassVar[ModelContract] = ACTOR_CRITIC
+    torch_class = "flowrl.policy.torch_models:TorchModel"
+    tf_class = "flowrl.policy.tf_models:TFModel"
+
+    @property
+    def output_size(self) -> int:
+        """The contract's `num_outputs`: the action distribution's input size."""
+        return self.num_outputs + self.log_std_size
 
     @property
     def trunk_dense(self) -> list[str]:
@@ -267,6 +287,14 @@ class QModelSpec(ConvTrunk):
     conv_activation: str
 
     kind = "q"
+    contract: ClassVar[ModelContract] = Q_VALUES
+    torch_class = "flowrl.policy.torch_models:TorchQModel"
+    tf_class = "flowrl.policy.tf_models:TFQModel"
+
+    @property
+    def output_size(self) -> int:
+        """The contract's `num_outputs`: one Q-value per action."""
+        return self.num_actions
 
     @property
     def q_hiddens(self) -> tuple[int, ...]:
@@ -309,6 +337,14 @@ class DeterministicActorCriticSpec:
     twin_q: bool = True
 
     kind = "deterministic_actor_critic"
+    contract: ClassVar[ModelContract] = DETERMINISTIC_ACTOR_CRITIC
+    torch_class = "flowrl.policy.torch_models:TorchDeterministicActorCritic"
+    tf_class = "flowrl.policy.tf_models:TFDeterministicActorCritic"
+
+    @property
+    def output_size(self) -> int:
+        """The contract's `num_outputs`: the action size."""
+        return self.action_size
 
     @property
     def critic_names(self) -> tuple[str, ...]:

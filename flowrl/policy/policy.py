@@ -7,6 +7,7 @@ implement it; an algorithm supplies its losses, model and action selection as a 
 
 from __future__ import annotations
 
+import importlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -16,13 +17,22 @@ import gymnasium as gym
 import numpy as np
 
 from flowrl.data.sample_batch import SampleBatch, concat_samples
+from flowrl.policy.model_contract import (
+    ACTOR_CRITIC,
+    DETERMINISTIC_ACTOR_CRITIC,
+    Q_VALUES,
+    ModelContract,
+    check_model_outputs,
+    check_output_count,
+    resolve_model_class,
+)
 from flowrl.policy.models import action_distribution
+from flowrl.policy.optimizer_groups import ResolvedGroup, resolve_groups
 from flowrl.policy.postprocessing import (
     compute_gae_for_fragment,
     compute_gae_for_trajectory,
     trajectory_bounds,
 )
-from flowrl.policy.schedules import PiecewiseSchedule
 from flowrl.policy.spaces import action_offset, action_rows, check_action_space, get_preprocessor
 
 if TYPE_CHECKING:
@@ -50,8 +60,9 @@ class Policy(ABC):
     learner use it like this::
 
         policy = PPO_POLICY.build(obs_space, action_space, config)
-        # rollout worker
-        actions, extras = policy.compute_actions(raw_obs_batch, explore=True)
+        # rollout worker (state: [] for a stateless model; recurrent: one array per state
+        # tensor, batch first; start from policy.initial_state() and reset at episode ends)
+        actions, state, extras = policy.compute_actions(raw_obs_batch, state, explore=True)
         rows = policy.preprocess(raw_obs_batch)            # stored as SampleBatch["obs"]
         batch = policy.postprocess_trajectory(piece)       # adds advantages / value_targets
         # learner
@@ -93,12 +104,16 @@ class Policy(ABC):
         self.num_threads = num_threads
         self.global_timestep = 0
         self.lr = float(self.config.lr)
-        schedule = self.config.lr_schedule
-        self._lr_schedule = PiecewiseSchedule(schedule) if schedule else None
+        self.optimizer_groups: list[ResolvedGroup] = []
+        self.num_updates = 0
+        """Optimizer updates so far (the count optimizer groups' update periods follow)."""
         self.action_selector = spec.action_selection(
             self.config, action_space, worker_index=worker_index, num_workers=num_workers,
             seed=_selector_seed(self.seed))
         self.model_spec = spec.model(self.config, self.preprocessor.shape, action_space)
+        self.contract: ModelContract = self.model_spec.contract
+        self.is_recurrent = False
+        self._initial_state: list[np.ndarray] = []
         self._coefficients: dict[str, Any] = {}
         for name in spec.coefficients:
             if not hasattr(self.config, name):
@@ -119,47 +134,237 @@ class Policy(ABC):
     # ---- the six abstract methods -------------------------------------------------------------
 
     def compute_actions(
-        self, obs_batch: Any, explore: bool = True
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Actions for a batch of RAW observations, plus per-row extras (e.g. `action_logp`,
-        `action_dist_inputs`, `vf_preds` for sampling), all numpy with a leading batch
-        dimension. How actions are chosen is the spec's `ActionSelector`."""
+        self, obs_batch: Any, state: list[np.ndarray] | None = None, *, explore: bool = True,
+        prev_actions: np.ndarray | None = None, prev_rewards: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, list[np.ndarray], dict[str, np.ndarray]]:
+        """Actions for a batch of RAW observations, the state after them, and per-row extras.
+
+        Args:
+            obs_batch: raw observations, one row per env (or agent).
+            state: a recurrent model's state, one array per state tensor with the batch first
+                (None: `initial_state()` for every row); ignored ([]) for stateless models.
+            explore: sample / add noise (True) or act greedily (False).
+            prev_actions: the previous actions per row (accepted for models that read them;
+                the built-in models do not).
+            prev_rewards: the previous rewards per row (as `prev_actions`).
+
+        Returns:
+            `(actions, state_out, extras)`: env-space actions; the state after this step (`[]`
+            for a stateless model); extras such as `action_logp`, `action_dist_inputs`,
+            `vf_preds` for sampling, all numpy with a leading batch dimension. How actions are
+            chosen is the spec's `ActionSelector`.
+        """
+        if isinstance(state, bool):
+            raise TypeError(f"compute_actions(obs, {state}): the second argument is the "
+                            f"recurrent state now; pass explore={state} by keyword.")
         rows = self.preprocess(obs_batch)
         if rows.dtype != np.uint8 and rows.dtype != np.float32:
             rows = rows.astype(np.float32)
-        actions, extras = self.action_selector.compute_actions(self, rows, explore)
-        return self._to_env_actions(np.asarray(actions)), extras
+        state = self._state_for(len(rows), state)
+        actions, state_out, extras = self.action_selector.compute_actions(
+            self, rows, explore, state)
+        return self._to_env_actions(np.asarray(actions)), state_out, extras
+
+    def initial_state(self) -> list[np.ndarray]:
+        """A recurrent model's initial state: one float32 array per state tensor, without the
+        batch dimension; `[]` for a stateless model."""
+        return [value.copy() for value in self._initial_state]
+
+    def _state_for(self, batch_size: int, state: list[np.ndarray] | None) -> list[np.ndarray]:
+        """The state a forward pass gets: `[]` when stateless, the initial state when None."""
+        if not self.is_recurrent:
+            return []
+        if state is None or len(state) == 0:
+            return [np.repeat(value[None], batch_size, axis=0) for value in self._initial_state]
+        if len(state) != len(self._initial_state):
+            raise ValueError(
+                f"Policy {self.spec.name!r} has {len(self._initial_state)} state tensor(s), got "
+                f"a state of {len(state)}; pass the state_out of the previous compute_actions "
+                "call (or None for initial_state()).")
+        state = [np.asarray(value, np.float32) for value in state]
+        for index, (value, initial) in enumerate(zip(state, self._initial_state)):
+            if value.shape != (batch_size, *initial.shape):
+                raise ValueError(
+                    f"state[{index}] has shape {value.shape}, expected "
+                    f"{(batch_size, *initial.shape)} (batch first, one row per observation).")
+        return state
 
     # ---- forward passes the action selectors use (framework implementations) ------------------
 
-    def sample_actions(self, obs_rows: np.ndarray,
-                       explore: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Actor-critic models: samples (or takes the mode of) the action distribution."""
-        raise TypeError(self._wrong_model("sample an action distribution", "actor_critic"))
+    def sample_actions(self, obs_rows: np.ndarray, explore: bool, state: list[np.ndarray]
+                       ) -> tuple[np.ndarray, list[np.ndarray], dict[str, np.ndarray]]:
+        """Actor-critic models: samples (or takes the mode of) the action distribution;
+        returns (actions, state_out, extras)."""
+        raise TypeError(self._wrong_model("sample an action distribution", ACTOR_CRITIC))
+
+    @abstractmethod
+    def forward(self, obs_rows: np.ndarray, state: list[np.ndarray] | None = None
+                ) -> tuple[tuple[np.ndarray, ...], list[np.ndarray]]:
+        """The model's contract outputs for PREPROCESSED rows, as numpy, without gradients.
+
+        Returns `(outputs, state_out)`: outputs in the contract's order (actor-critic:
+        `(dist_inputs, values)`; Q: `(q_values,)`; deterministic actor: `(actions,)`), and the
+        state after this step (`[]` for a stateless model; `state=None` starts recurrent
+        models from `initial_state()`).
+        """
+
+    def check_contract(self, contract: ModelContract, what: str) -> None:
+        """Raises TypeError unless the policy's model meets `contract` (`what` it would do)."""
+        if self.contract is not contract:
+            raise TypeError(self._wrong_model(what, contract))
 
     def compute_q_values(self, obs_rows: np.ndarray) -> np.ndarray:
         """Q models: Q-values (float32, shape (B, num_actions)) for preprocessed rows."""
-        raise TypeError(self._wrong_model("compute Q-values", "q"))
+        self.check_contract(Q_VALUES, "compute Q-values")
+        return self.forward(obs_rows)[0][0]
 
     def compute_deterministic_actions(self, obs_rows: np.ndarray) -> np.ndarray:
         """Deterministic actors: actions in [-1, 1] (float32, shape (B, A))."""
-        raise TypeError(self._wrong_model("compute deterministic actions",
-                                          "deterministic_actor_critic"))
+        self.check_contract(DETERMINISTIC_ACTOR_CRITIC, "compute deterministic actions")
+        return self.forward(obs_rows)[0][0]
 
-    def _build_models(self, rng: np.random.Generator, model_classes: Mapping[str, type],
-                      distributions: Mapping[str, Any], **model_options: Any) -> None:
-        """Builds `model` (and `target_model`, `dist_class`) with the framework's classes
-        (`model_options`, e.g. Torch's `device`, go to each model's constructor)."""
+    def compute_values(self, obs_rows: np.ndarray,
+                       state: list[np.ndarray] | None = None) -> np.ndarray:
+        """Value estimates (float32, shape (B,)) for PREPROCESSED observation rows (recurrent
+        models: from `state`, default `initial_state()`)."""
+        if self.contract is not ACTOR_CRITIC:
+            raise NotImplementedError(f"{type(self).__name__} has no value function: its model "
+                                      f"contract is {self.contract.name!r}")
+        return self.forward(obs_rows, state)[0][1]
+
+    # ---- building the model ---------------------------------------------------------------------
+
+    def _build_models(self, rng: np.random.Generator, distributions: Mapping[str, Any],
+                      **model_options: Any) -> None:
+        """Builds `model` (and `target_model`, `dist_class`, `model_weights`): the spec's
+        built-in class of this framework, or the config's `custom_model`
+        (`model_options`, e.g. Torch's `device`, go to a built-in model's constructor)."""
+        spec, model_config = self.model_spec, self.config.model
         self.dist_name, self.dist_class = None, None
-        if self.model_spec.kind == "actor_critic":
+        if self.contract is ACTOR_CRITIC:
             self.dist_name, self.dist_class = action_distribution(
-                self.action_space, self.config.model.free_log_std, distributions)
-        model_class = model_classes[self.model_spec.kind]
-        initial_weights = self.model_spec.initial_weights(rng)
-        self.model = model_class(self.model_spec, initial_weights, **model_options)
-        self.target_model = (model_class(self.model_spec, initial_weights, **model_options)
-                             if self.spec.target_network else None)
-        self._weight_shapes = self.model_spec.weight_shapes()
+                self.action_space, model_config.free_log_std, distributions)
+        custom = getattr(model_config, "custom_model", None)
+        if custom is None:
+            model_class = _import_path(getattr(spec, f"{self.framework}_class"))
+            initial_weights = spec.initial_weights(rng)
+
+            def make() -> Any:
+                return model_class(spec, initial_weights, **model_options)
+        else:
+            model_class = resolve_model_class(custom, self.framework)
+            options = dict(getattr(model_config, "custom_model_config", {}) or {})
+            init_seed = int(rng.integers(2**31 - 1))
+
+            def make() -> Any:
+                return self._new_custom_model(model_class, options, init_seed)
+        self.model_name = getattr(model_class, "__qualname__", str(model_class))
+        self.model = make()
+        if custom is not None:
+            self._check_custom_model(self.model)
+        self.model_weights = self._weights_view(self.model)
+        self._weight_shapes = {name: tuple(np.shape(value))
+                               for name, value in self.model_weights.get_weights().items()}
+        self.target_model = self.target_weights = None
+        if self.spec.target_network:
+            self.target_model = make()
+            if custom is not None:
+                self._check_custom_model(self.target_model)
+            self.target_weights = self._weights_view(self.target_model)
+            self.target_weights.set_weights(self.model_weights.get_weights())
+
+    def _setup_optimizer_groups(self) -> None:
+        """Resolves the spec's optimizer groups over the model's weights (after the model is
+        built); the first group's lr is `policy.lr`."""
+        self.optimizer_groups = resolve_groups(self.spec.optimizer_groups, self.config,
+                                               self.model_weights.names,
+                                               policy_name=self.spec.name)
+        self._grouped = bool(self.spec.optimizer_groups)
+        self.lr = self.optimizer_groups[0].lr
+
+    def _group_states(self, saved: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        """A saved `get_state()["optimizer"]` as one state per optimizer group (a state from a
+        policy without groups has one optimizer's); restores `num_updates`."""
+        groups = self.optimizer_groups
+        if "groups" not in saved:
+            if len(groups) > 1:
+                raise ValueError(
+                    f"the state holds one optimizer, but policy {self.spec.name!r} has "
+                    f"optimizer groups {[g.name for g in groups]}; restore a state saved by a "
+                    "policy of the same PolicySpec.")
+            return [saved]
+        missing = [g.name for g in groups if g.name not in saved["groups"]]
+        if missing:
+            raise ValueError(
+                f"the state has optimizer groups {sorted(saved['groups'])}, but policy "
+                f"{self.spec.name!r} needs {[g.name for g in groups]} (missing {missing}); "
+                "restore a state saved by a policy of the same PolicySpec.")
+        self.num_updates = int(saved.get("num_updates", 0))
+        return [saved["groups"][g.name] for g in groups]
+
+    def _due_groups(self) -> list[ResolvedGroup]:
+        """The groups that step on the next update."""
+        return [group for group in self.optimizer_groups if group.due(self.num_updates)]
+
+    def _new_custom_model(self, model_class: Any, options: Mapping[str, Any],
+                          init_seed: int) -> Any:
+        """A custom model on this policy's device (frameworks override)."""
+        return model_class(self.preprocessor.shape, self.action_space,
+                           self.model_spec.output_size, self.config.model, **options)
+
+    @abstractmethod
+    def _weights_view(self, model: Any) -> Any:
+        """The framework's weight view of a model (`names`, `params`, `parameters()`, ...)."""
+
+    @abstractmethod
+    def _to_framework(self, array: np.ndarray) -> Any:
+        """A numpy array as this framework's tensor (on the policy's device)."""
+
+    def _check_custom_model(self, model: Any) -> None:
+        """Calls a custom model once on zeros (this also creates a Keras model's lazy
+        variables) and checks its outputs and state against the contract."""
+        contract, size = self.contract, self.model_spec.output_size
+        dtype = np.uint8 if self.preprocessor.dtype == np.uint8 else np.float32
+        rows = np.zeros((2, *self.preprocessor.shape), dtype)
+        obs = self._to_framework(rows)
+        initial = getattr(model, "initial_state", None)
+        state = [np.asarray(_as_numpy(value), np.float32) for value in initial()] if callable(
+            initial) else []
+        if state and not contract.recurrent:
+            raise ValueError(f"model {self.model_name} is recurrent (initial_state() is not "
+                             f"empty), but the {contract.name!r} contract has no recurrent "
+                             "form yet; use a stateless model.")
+        named: dict[str, Any] = {}
+        if state:
+            steps = 3
+            sequences = self._to_framework(np.zeros((2, steps, *rows.shape[1:]), dtype))
+            batch_state = [self._to_framework(np.repeat(v[None], 2, axis=0)) for v in state]
+            seq_lens = self._to_framework(np.full(2, steps, np.int64))
+            *outputs, state_out = check_output_count(
+                contract, model(sequences, batch_state, seq_lens), recurrent=True,
+                model_name=self.model_name)
+            self._check_state_out(state, state_out)
+        elif contract is DETERMINISTIC_ACTOR_CRITIC:
+            outputs = [model.actor(obs)]
+            named["critics"] = [_as_numpy(q) for q in model.critics(obs, outputs[0])]
+            steps = None
+        else:
+            outputs = check_output_count(contract, model(obs), recurrent=False,
+                                         model_name=self.model_name)
+            steps = None
+        named.update({name: _as_numpy(value) for name, value in zip(contract.outputs, outputs)})
+        check_model_outputs(contract, named, batch_size=2, num_outputs=size,
+                            model_name=self.model_name, time_steps=steps)
+        self.is_recurrent = bool(state)
+        self._initial_state = state
+
+    def _check_state_out(self, state: list[np.ndarray], state_out: Any) -> None:
+        shapes = [tuple(np.shape(_as_numpy(value))) for value in state_out]
+        expected = [(2, *value.shape) for value in state]
+        if shapes != expected:
+            raise ValueError(
+                f"model {self.model_name} returned state_out of shapes {shapes}, expected "
+                f"{expected}: one tensor per initial_state() entry, with the batch first.")
 
     def _target(self, what: str) -> Any:
         """The target model, or a clear error when the spec has no target network."""
@@ -169,10 +374,11 @@ class Policy(ABC):
                 f"target_network=True in its PolicySpec.")
         return self.target_model
 
-    def _wrong_model(self, what: str, kind: str) -> str:
-        return (f"Policy {self.spec.name!r} cannot {what}: its model kind is "
-                f"{self.model_spec.kind!r}, and that needs a {kind!r} model. Choose an action "
-                f"selection that fits the model in the PolicySpec.")
+    def _wrong_model(self, what: str, contract: ModelContract) -> str:
+        return (f"Policy {self.spec.name!r} cannot {what}: its model contract is "
+                f"{self.contract.name!r}, and that needs a {contract.name!r} model "
+                f"({contract.call}). Choose an action selection that fits the model in the "
+                f"PolicySpec.")
 
     def _to_env_actions(self, actions: np.ndarray) -> np.ndarray:
         """Model-space actions (indices from 0, float rows) to the env's action space."""
@@ -225,14 +431,16 @@ class Policy(ABC):
         """Validates raw observations and returns the rows stored as `SampleBatch["obs"]`."""
         return self.preprocessor.transform(obs_batch)
 
-    def compute_values(self, obs_rows: np.ndarray) -> np.ndarray:
-        """Value estimates (float32, shape (B,)) for PREPROCESSED observation rows."""
-        raise NotImplementedError(f"{type(self).__name__} has no value function")
-
-    def compute_single_action(self, obs: Any, explore: bool = True) -> tuple[Any, dict[str, Any]]:
-        """`compute_actions` for one raw observation (no batch dimension)."""
-        actions, extras = self.compute_actions(_add_batch_dim(obs), explore=explore)
-        return actions[0], {name: value[0] for name, value in extras.items()}
+    def compute_single_action(
+        self, obs: Any, state: list[np.ndarray] | None = None, *, explore: bool = True
+    ) -> tuple[Any, list[np.ndarray], dict[str, Any]]:
+        """`compute_actions` for one raw observation and its state, without batch dimensions:
+        returns `(action, state_out, extras)` (`state_out` is `[]` for stateless models)."""
+        batch_state = None if state is None else [np.asarray(v)[None] for v in state]
+        actions, state_out, extras = self.compute_actions(
+            _add_batch_dim(obs), batch_state, explore=explore)
+        return (actions[0], [value[0] for value in state_out],
+                {name: value[0] for name, value in extras.items()})
 
     def postprocess_trajectory(self, batch: SampleBatch) -> SampleBatch:
         """Adds training columns to one trajectory piece of one env (default: GAE).
@@ -287,12 +495,21 @@ class Policy(ABC):
         """Receives global variables (``{"timestep": t}``) and updates schedules (lr, epsilon)."""
         if "timestep" in global_vars:
             self.global_timestep = int(global_vars["timestep"])
-            if self._lr_schedule is not None:
-                self._set_learning_rate(self._lr_schedule(self.global_timestep))
+            for index, group in enumerate(self.optimizer_groups):
+                if group.schedule is not None:
+                    self._set_group_lr(index, group.schedule(self.global_timestep))
             self.action_selector.on_global_var_update(self.global_timestep)
 
     def _set_learning_rate(self, lr: float) -> None:
-        self.lr = float(lr)
+        """Sets the first (a single-group spec's only) optimizer group's learning rate."""
+        self._set_group_lr(0, lr)
+
+    def _set_group_lr(self, index: int, lr: float) -> None:
+        """Sets optimizer group `index`'s learning rate (frameworks also update their
+        optimizers); group 0's is `policy.lr`."""
+        self.optimizer_groups[index].lr = float(lr)
+        if index == 0:
+            self.lr = float(lr)
 
     @property
     def coefficient_names(self) -> list[str]:
@@ -339,6 +556,12 @@ class Policy(ABC):
         """The batch's columns as the arrays a loss sees: validated actions (model indices or
         float32 rows), float32 floats (uint8 images stay uint8), int64 ints, bools; other
         columns (objects, strings) are left out."""
+        if self.is_recurrent and not self.spec.recurrent_loss:
+            raise NotImplementedError(
+                f"Policy {self.spec.name!r} acts with the recurrent model {self.model_name}, but "
+                "its losses take no recurrent state (PolicySpec.recurrent_loss=False): they "
+                "would call the model without its state. Train a stateless model, or use an "
+                "algorithm whose losses read state_in_* and seq_lens.")
         arrays = {}
         for name, column in batch.items():
             if name == "actions":
@@ -465,6 +688,20 @@ def _rebuild_policy(cls: type, arguments: tuple, options: dict, state: dict) -> 
     policy = cls(*arguments, **options)
     policy.set_state(state)
     return policy
+
+
+def _import_path(path: str) -> Any:
+    """The object at `"package.module:Name"` (a built-in model class of one framework)."""
+    module_name, _, name = path.partition(":")
+    return getattr(importlib.import_module(module_name), name)
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    """A framework tensor (Torch, TF or numpy) as numpy, without gradients."""
+    detach = getattr(value, "detach", None)
+    if callable(detach):
+        value = detach().cpu()
+    return np.asarray(value)
 
 
 def _add_batch_dim(obs: Any) -> Any:

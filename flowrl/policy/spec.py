@@ -20,8 +20,11 @@ policy = PPO_POLICY.build(obs_space, action_space, config)
 
 A value-based algorithm uses `model=q_model` (or its own factory, e.g. dueling) with
 `EpsilonGreedy` and `target_network=True`; a deterministic-actor algorithm uses
-`deterministic_actor_critic_model` with `GaussianNoise`. Specs and policies pickle with the
-standard `pickle` module (the functions are pickled by reference).
+`deterministic_actor_critic_model` with `GaussianNoise`. An algorithm with its own network
+returns its own spec from `model` (any object with `contract`, `output_size`, `torch_class`,
+`tf_class`, `weight_shapes()` and `initial_weights(rng)`); a user swaps the network alone with
+`config.model.custom_model` (an `nn.Module` / Keras class meeting the same contract). Specs and
+policies pickle with the standard `pickle` module (the functions are pickled by reference).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from flowrl.policy.models import (
     build_deterministic_actor_critic_spec,
     build_q_model_spec,
 )
+from flowrl.policy.optimizer_groups import OptimizerGroup
 from flowrl.policy.postprocessing import compute_gae_for_trajectory
 
 FRAMEWORKS = ("torch", "tf")
@@ -80,7 +84,9 @@ class PolicySpec:
     tf_loss: LossFn | None = None
     """`loss(policy, batch) -> (loss, stats)` on TF tensors; None: no TF support."""
     model: ModelFn = actor_critic_model
-    """`model(config, obs_shape, action_space) -> model spec` (its `kind` picks the network)."""
+    """`model(config, obs_shape, action_space) -> model spec`: the algorithm's built-in network,
+    whose `contract` says which outputs the loss needs and whose `torch_class` / `tf_class`
+    build it; `config.model.custom_model` replaces the class (flowrl.policy.model_contract)."""
     action_selection: SelectorFn = sample_action_distribution
     """`(config, action_space, *, worker_index, num_workers, seed) -> ActionSelector`."""
     postprocess: PostprocessFn | None = compute_gae_for_trajectory
@@ -91,6 +97,13 @@ class PolicySpec:
     """Keep a target copy of the model (`policy.target_model`, `policy.update_target(tau)`)."""
     config_class: type | None = None
     """The algorithm's config class; lets `build` accept a plain dict of overrides."""
+    optimizer_groups: tuple[OptimizerGroup, ...] = ()
+    """Named weight groups, each with its own optimizer, lr, clipping and update period; the
+    loss then returns `({group: loss}, stats)`. () = one Adam over every weight on the config's
+    lr / lr_schedule / grad_clip, and a scalar loss (see `flowrl.policy.optimizer_groups`)."""
+    recurrent_loss: bool = False
+    """The losses train recurrent models: they read the batch's `state_in_{i}` columns and
+    `seq_lens` and mask the padding. Without it, learning with a recurrent model is an error."""
     time_major: bool = False
     """The loss reshapes the rows to time-major [T, B] (V-trace): every agent stream of a
     sample must be a whole fragment of `rollout_fragment_length` rows."""

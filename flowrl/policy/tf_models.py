@@ -1,7 +1,11 @@
-"""The TF model: a `ModelSpec` evaluated with `tf.Variable`s stored under neutral names.
+"""The built-in TF models (`tf.Module`s of `tf.Variable`s under neutral names) and the weight
+view the policy uses for any model, built-in or custom.
 
-A `tf.Module` (not a Keras model): dense kernels are (in, out) and conv kernels HWIO, which are
-TF's own layouts, so weights need no conversion. Convolutions use VALID padding, NHWC.
+The built-ins implement the model contracts of `flowrl.policy.model_contract` (`TFModel`,
+`TFQModel`, `TFDeterministicActorCritic`): dense kernels are (in, out) and conv kernels HWIO,
+which are TF's own layouts, so weights need no conversion. Convolutions use VALID padding, NHWC.
+A user's model is any Keras model (or `tf.Module`) meeting its algorithm's contract;
+`TFModuleWeights` lists its trainable variables as its weights.
 """
 
 from __future__ import annotations
@@ -134,9 +138,47 @@ class TFDeterministicActorCritic(TFParameters):
         return self.actor(obs)
 
 
-MODEL_CLASSES = {
-    "actor_critic": TFModel,
-    "q": TFQModel,
-    "deterministic_actor_critic": TFDeterministicActorCritic,
-}
-"""The TF model class of each model kind (`spec.kind`)."""
+class TFModuleWeights:
+    """The policy's view of a custom Keras model's (or `tf.Module`'s) trainable variables.
+
+    The same methods as `TFParameters` (`names`, `params`, `parameters()`, `get_weights`,
+    `set_weights`). Keras numbers auto-named layers per process (`dense_3`), so a second copy
+    of a model would get other variable paths: weights are named by position instead,
+    ``"{index}/{variable name}"`` (e.g. ``"0/kernel"``, ``"1/bias"``), which is the same for
+    every copy of one architecture.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.params: dict[str, tf.Variable] = {}
+        for index, variable in enumerate(model.trainable_variables):
+            # Keras 3 variables wrap a tf.Variable (`.value`); tapes and assigns use that.
+            raw = variable if isinstance(variable, tf.Variable) else variable.value
+            short = str(getattr(variable, "name", "") or "weight").split("/")[-1].split(":")[0]
+            self.params[f"{index}/{short}"] = raw
+        self.names = list(self.params)
+
+    def parameters(self) -> list[tf.Variable]:
+        """The trainable variables, in `names` order."""
+        return [self.params[name] for name in self.names]
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """The variables as numpy copies."""
+        return {name: self.params[name].numpy().copy() for name in self.names}
+
+    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
+        """Loads numpy arrays (names and shapes already validated)."""
+        for name in self.names:
+            self.params[name].assign(np.asarray(weights[name], np.float32))
+
+
+def model_weights(model: Any) -> TFParameters | TFModuleWeights:
+    """The weight view the policy trains and transfers: the model itself when it keeps
+    neutral names (`TFParameters`), else its trainable variables by position."""
+    if isinstance(model, TFParameters):
+        return model
+    if not hasattr(model, "trainable_variables"):
+        raise TypeError(f"a TF policy's model must be a Keras model or tf.Module; got "
+                        f"{type(model).__name__}. Subclass keras.Model (see "
+                        "flowrl.policy.model_contract for the outputs it must return).")
+    return TFModuleWeights(model)

@@ -23,6 +23,8 @@ import numpy as np
 import tensorflow as tf
 
 from flowrl.data.sample_batch import SampleBatch
+from flowrl.policy.model_contract import DETERMINISTIC_ACTOR_CRITIC
+from flowrl.policy.optimizer_groups import group_losses
 from flowrl.policy.policy import (
     Policy,
     Saveable,
@@ -34,7 +36,7 @@ from flowrl.policy.policy import (
     seed_streams,
 )
 from flowrl.policy.tf_distributions import DISTRIBUTIONS
-from flowrl.policy.tf_models import MODEL_CLASSES
+from flowrl.policy.tf_models import model_weights
 
 ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-8
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -62,8 +64,9 @@ def _placed(method: _Method) -> _Method:
 class TFPolicy(Policy, Saveable):
     """A `Policy` whose model, loss and Adam optimizer are TensorFlow; behaviour from its spec.
 
-    The loss (`spec.tf_loss(policy, batch)`) is traced once per batch-column signature. Model
-    kinds and attributes as in `TorchPolicy` (`model`, `target_model`, `dist_class`); `device`
+    The loss (`spec.tf_loss(policy, batch)`) is traced once per batch-column signature. The
+    model (a built-in `tf.Module` or the config's Keras `custom_model`) and the attributes are
+    as in `TorchPolicy` (`model`, `model_weights`, `target_model`, `dist_class`); `device`
     is "/GPU:0" for the learner's policy with `num_gpus > 0`, "/CPU:0" for the others when a
     GPU is visible, and None (TensorFlow's default placement, the CPU) when none is.
 
@@ -88,32 +91,39 @@ class TFPolicy(Policy, Saveable):
         rng, sampling_seed, shuffle_seed = seed_streams(self.seed)
         self.generator = tf.random.Generator.from_seed(sampling_seed)
         self._shuffle_rng = np.random.default_rng(shuffle_seed)
-        self._build_models(rng, MODEL_CLASSES, DISTRIBUTIONS)
+        self._build_models(rng, DISTRIBUTIONS)
         self._coefficients = {
             name: tf.Variable(value, dtype=tf.float32, trainable=False)
             for name, value in self._coefficients.items()
         }
-        params = self.model.parameters()
-        self._lr = tf.Variable(self.lr, dtype=tf.float32, trainable=False)
-        self._adam_step = tf.Variable(0.0, dtype=tf.float32, trainable=False)
+        self._setup_optimizer_groups()
+        params = self.model_weights.parameters()
+        self._group_lrs = [tf.Variable(group.lr, dtype=tf.float32, trainable=False)
+                           for group in self.optimizer_groups]
+        self._group_steps = [tf.Variable(0.0, dtype=tf.float32, trainable=False)
+                             for _ in self.optimizer_groups]
+        self._lr, self._adam_step = self._group_lrs[0], self._group_steps[0]
+        self._num_updates = tf.Variable(self._initial_updates, dtype=tf.int64, trainable=False)
         self._adam_m = [tf.Variable(tf.zeros_like(p), trainable=False) for p in params]
         self._adam_v = [tf.Variable(tf.zeros_like(p), trainable=False) for p in params]
         obs_dtype = tf.uint8 if self.preprocessor.dtype == np.uint8 else tf.float32
         obs_spec = tf.TensorSpec((None, *self.preprocessor.shape), obs_dtype)
-        forward = {
-            "actor_critic": lambda obs: self.model(obs)[1],
-            "q": lambda obs: self.model(obs),
-            "deterministic_actor_critic": lambda obs: self.model.actor(obs),
-        }[self.model_spec.kind]
-        self._forward_fn = tf.function(forward, input_signature=[obs_spec], autograph=False)
+        state_specs = ([[tf.TensorSpec((None, *value.shape), tf.float32)
+                         for value in self._initial_state]] if self.is_recurrent else [])
+        forward = self._forward_body if self.is_recurrent else (
+            lambda obs: self._forward_body(obs, []))
+        self._forward_fn = tf.function(forward, input_signature=[obs_spec, *state_specs],
+                                       autograph=False)
         if self.dist_class is not None:
+            actions = self._actions_body if self.is_recurrent else (
+                lambda obs, explore: self._actions_body(obs, explore, []))
             self._actions_fn = tf.function(
-                self._actions_body,
-                input_signature=[obs_spec, tf.TensorSpec((), tf.bool)],
+                actions,
+                input_signature=[obs_spec, tf.TensorSpec((), tf.bool), *state_specs],
                 autograph=False,
             )
         self._apply_fn = tf.function(
-            self._adam_apply,
+            self._apply_grads,
             input_signature=[[tf.TensorSpec(p.shape, tf.float32) for p in params]],
             autograph=False,
         )
@@ -123,45 +133,59 @@ class TFPolicy(Policy, Saveable):
 
     # ---- acting -------------------------------------------------------------------------------
 
-    def _actions_body(self, obs: tf.Tensor, explore: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        dist_inputs, values = self.model(obs)
+    def _actions_body(self, obs: tf.Tensor, explore: tf.Tensor,
+                      state: list[tf.Tensor]) -> tuple[Any, ...]:
+        if self.is_recurrent:
+            dist_inputs, values, state_out = self._recurrent_step(obs, state)
+        else:
+            (dist_inputs, values), state_out = self.model(obs), []
         dist = self.dist_class(dist_inputs)
         actions = tf.cond(
             explore, lambda: dist.sample(self.generator), dist.deterministic_sample
         )
-        return actions, dist.logp(actions), dist_inputs, values
+        return actions, dist.logp(actions), dist_inputs, values, state_out
+
+    def _forward_body(self, obs: tf.Tensor, state: list[tf.Tensor]) -> tuple[tuple, list]:
+        """The contract's outputs and the state out (see `Policy.forward`)."""
+        if self.is_recurrent:
+            *outputs, state_out = self._recurrent_step(obs, state)
+            return tuple(outputs), state_out
+        if self.contract is DETERMINISTIC_ACTOR_CRITIC:
+            return (self.model.actor(obs),), []
+        result = self.model(obs)
+        return (tuple(result) if isinstance(result, (tuple, list)) else (result,)), []
+
+    def _recurrent_step(self, obs: tf.Tensor, state: list[tf.Tensor]) -> list[Any]:
+        """One step of a recurrent model: obs [B] as [B, 1] sequences; outputs without the time
+        dimension, then the state out."""
+        seq_lens = tf.ones(tf.shape(obs)[:1], tf.int64)
+        *outputs, state_out = self.model(obs[:, None], list(state), seq_lens)
+        return [value[:, 0] for value in outputs] + [list(state_out)]
 
     @_placed
-    def sample_actions(self, obs_rows: np.ndarray,
-                       explore: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def sample_actions(self, obs_rows: np.ndarray, explore: bool, state: list[np.ndarray]
+                       ) -> tuple[np.ndarray, list[np.ndarray], dict[str, np.ndarray]]:
         if self.dist_class is None:
-            return super().sample_actions(obs_rows, explore)
-        actions, logp, dist_inputs, values = self._actions_fn(obs_rows,
-                                                              tf.constant(bool(explore)))
+            return super().sample_actions(obs_rows, explore, state)
+        extra_args = [list(state)] if self.is_recurrent else []
+        actions, logp, dist_inputs, values, state_out = self._actions_fn(
+            obs_rows, tf.constant(bool(explore)), *extra_args)
         extras = {
             "action_logp": logp.numpy(),
             "action_dist_inputs": dist_inputs.numpy(),
             "vf_preds": values.numpy(),
         }
-        return actions.numpy(), extras
+        return actions.numpy(), [value.numpy() for value in state_out], extras
 
     @_placed
-    def compute_q_values(self, obs_rows: np.ndarray) -> np.ndarray:
-        if self.model_spec.kind != "q":
-            return super().compute_q_values(obs_rows)
-        return self._forward_fn(self._model_input(obs_rows)).numpy()
-
-    @_placed
-    def compute_deterministic_actions(self, obs_rows: np.ndarray) -> np.ndarray:
-        if self.model_spec.kind != "deterministic_actor_critic":
-            return super().compute_deterministic_actions(obs_rows)
-        return self._forward_fn(self._model_input(obs_rows)).numpy()
-
-    @_placed
-    def compute_values(self, obs_rows: np.ndarray) -> np.ndarray:
-        if self.model_spec.kind != "actor_critic":
-            return super().compute_values(obs_rows)
-        return self._forward_fn(self._model_input(obs_rows)).numpy()
+    def forward(self, obs_rows: np.ndarray, state: list[np.ndarray] | None = None
+                ) -> tuple[tuple[np.ndarray, ...], list[np.ndarray]]:
+        rows = self._model_input(obs_rows)
+        if self.is_recurrent:
+            outputs, state_out = self._forward_fn(rows, self._state_for(len(rows), state))
+        else:
+            outputs, state_out = self._forward_fn(rows)
+        return tuple(value.numpy() for value in outputs), [value.numpy() for value in state_out]
 
     @_placed
     def run_on_batch(self, fn: Callable[..., Mapping[str, Any]],
@@ -172,38 +196,97 @@ class TFPolicy(Policy, Saveable):
     # ---- learning -----------------------------------------------------------------------------
 
     def _loss_and_grads(self, batch: dict[str, tf.Tensor]) -> tuple[list, tf.Tensor, tf.Tensor]:
-        params = self.model.parameters()
+        params = self.model_weights.parameters()
+        if self._grouped:
+            return self._group_loss_and_grads(batch, params)
         with tf.GradientTape() as tape:
             loss, stats = self.loss_fn(self, batch)
         grads = tape.gradient(loss, params)
         grads = [tf.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
         norm = tf.linalg.global_norm(grads)
-        if self.config.grad_clip:
-            scale = tf.minimum(float(self.config.grad_clip) / (norm + 1e-6), 1.0)
+        clip = self.optimizer_groups[0].grad_clip
+        if clip:
+            scale = tf.minimum(clip / (norm + 1e-6), 1.0)
             grads = [g * scale for g in grads]
         stats = dict(stats)
         stats.setdefault("total_loss", loss)
+        return grads, *self._stat_vector(stats, norm)
+
+    def _group_loss_and_grads(self, batch: dict[str, tf.Tensor],
+                              params: list[tf.Variable]) -> tuple[list, tf.Tensor, tf.Tensor]:
+        """Each group's gradients from its own loss, clipped by its own `grad_clip`."""
+        with tf.GradientTape(persistent=True) as tape:
+            loss, stats = self.loss_fn(self, batch)
+        losses = group_losses(loss, self.optimizer_groups, self.spec.name)
+        grads: list[Any] = [None] * len(params)
+        stats, norms = dict(stats), []
+        for group in self.optimizer_groups:
+            members = [params[index] for index in group.indices]
+            group_grads = tape.gradient(losses[group.name], members)
+            group_grads = [tf.zeros_like(p) if g is None else g
+                           for p, g in zip(members, group_grads)]
+            norm = tf.linalg.global_norm(group_grads)
+            if group.grad_clip:
+                scale = tf.minimum(group.grad_clip / (norm + 1e-6), 1.0)
+                group_grads = [g * scale for g in group_grads]
+            for index, grad in zip(group.indices, group_grads):
+                grads[index] = grad
+            stats.setdefault(f"{group.name}_loss", losses[group.name])
+            stats[f"{group.name}_grad_gnorm"] = norm
+            norms.append(norm)
+        del tape
+        stats.setdefault("total_loss", tf.add_n(list(losses.values())))
+        return grads, *self._stat_vector(stats, tf.sqrt(tf.add_n([n * n for n in norms])))
+
+    def _stat_vector(self, stats: dict[str, Any], norm: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The stats and the global gradient norm as one vector, and whether all are finite."""
         self._stat_names = list(stats)
         vector = tf.stack([tf.cast(stats[name], tf.float32) for name in self._stat_names] + [norm])
-        return grads, vector, tf.reduce_all(tf.math.is_finite(vector))
+        return vector, tf.reduce_all(tf.math.is_finite(vector))
 
     def _train_body(self, batch: dict[str, tf.Tensor], indices: tf.Tensor) -> tf.Tensor:
         minibatch = {name: tf.gather(value, indices) for name, value in batch.items()}
         grads, vector, finite = self._loss_and_grads(minibatch)
 
         def apply() -> tf.Tensor:
-            self._adam_apply(grads)
+            self._apply_grads(grads)
             return tf.constant(True)
 
         applied = tf.cond(finite, apply, lambda: tf.constant(False))
         with tf.control_dependencies([applied]):
             return tf.identity(vector)
 
-    def _adam_apply(self, grads: list[tf.Tensor]) -> None:
-        step = self._adam_step.assign_add(1.0)
-        step_size = self._lr / (1.0 - tf.pow(ADAM_BETA1, step))
+    def _apply_grads(self, grads: list[tf.Tensor]) -> None:
+        """One step of each group due on this update (`update_period`), then counts it."""
+        if not self._grouped:
+            self._group_apply(0, grads)
+            return
+        for index, group in enumerate(self.optimizer_groups):
+            members = [grads[position] for position in group.indices]
+            if group.update_period == 1:
+                self._group_apply(index, members)
+                continue
+
+            def step(index: int = index, members: list = members) -> tf.Tensor:
+                self._group_apply(index, members)
+                return tf.constant(True)
+
+            due = tf.equal(tf.math.floormod(self._num_updates, group.update_period), 0)
+            tf.cond(due, step, lambda: tf.constant(False))
+        self._num_updates.assign_add(1)
+
+    def _group_apply(self, index: int, grads: list[tf.Tensor]) -> None:
+        """One optimizer step of group `index` (Adam with torch.optim.Adam's maths, or SGD)."""
+        group, params = self.optimizer_groups[index], self.model_weights.parameters()
+        lr, step = self._group_lrs[index], self._group_steps[index].assign_add(1.0)
+        if group.optimizer == "sgd":
+            for position, grad in zip(group.indices, grads):
+                params[position].assign_sub(lr * grad)
+            return
+        step_size = lr / (1.0 - tf.pow(ADAM_BETA1, step))
         correction2_sqrt = tf.sqrt(1.0 - tf.pow(ADAM_BETA2, step))
-        for param, grad, m, v in zip(self.model.parameters(), grads, self._adam_m, self._adam_v):
+        for position, grad in zip(group.indices, grads):
+            param, m, v = params[position], self._adam_m[position], self._adam_v[position]
             m.assign(ADAM_BETA1 * m + (1.0 - ADAM_BETA1) * grad)
             v.assign(ADAM_BETA2 * v + (1.0 - ADAM_BETA2) * tf.square(grad))
             param.assign_sub(step_size * m / (tf.sqrt(v) / correction2_sqrt + ADAM_EPSILON))
@@ -225,6 +308,9 @@ class TFPolicy(Policy, Saveable):
         stats = {name: float(value) for name, value in zip(self._stat_names, vector[:-1])}
         raise_if_not_finite(stats, float(vector[-1]))
         stats["grad_gnorm"] = float(vector[-1])
+        if self._grouped:
+            for group in self.optimizer_groups:
+                stats[f"{group.name}_cur_lr"] = group.lr
         stats["cur_lr"] = self.lr
         return stats
 
@@ -275,7 +361,7 @@ class TFPolicy(Policy, Saveable):
 
     @_placed
     def apply_gradients(self, gradients: list[np.ndarray]) -> None:
-        names = self.model.names
+        names = self.model_weights.names
         if len(gradients) != len(names):
             raise ValueError(
                 f"apply_gradients needs one gradient per weight ({len(names)}, in get_weights() "
@@ -296,62 +382,99 @@ class TFPolicy(Policy, Saveable):
     def _coefficient_values(self) -> dict[str, float]:
         return {name: float(var.numpy()) for name, var in self._coefficients.items()}
 
-    def _set_learning_rate(self, lr: float) -> None:
-        super()._set_learning_rate(lr)
-        self._lr.assign(lr)
+    def _set_group_lr(self, index: int, lr: float) -> None:
+        super()._set_group_lr(index, lr)
+        self._group_lrs[index].assign(lr)
+
+    _initial_updates = 0
+
+    @property  # type: ignore[override]
+    def num_updates(self) -> int:
+        """Optimizer updates so far (kept in a `tf.Variable` the compiled steps advance)."""
+        variable = self.__dict__.get("_num_updates")
+        return self._initial_updates if variable is None else int(variable.numpy())
+
+    @num_updates.setter
+    def num_updates(self, value: int) -> None:
+        variable = self.__dict__.get("_num_updates")
+        if variable is None:
+            self._initial_updates = int(value)
+        else:
+            variable.assign(int(value))
 
     def get_weights(self) -> dict[str, np.ndarray]:
-        return self.model.get_weights()
+        return self.model_weights.get_weights()
 
     def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
         self._check_weights(weights, self._weight_shapes)
-        self.model.set_weights(dict(weights))
+        self.model_weights.set_weights(dict(weights))
 
     def get_target_weights(self) -> dict[str, np.ndarray]:
-        return self._target("read target weights").get_weights()
+        self._target("read target weights")
+        return self.target_weights.get_weights()
 
     @_placed
     def update_target(self, tau: float = 1.0) -> None:
-        target = self._target("update the target network")
+        self._target("update the target network")
         _check_tau(tau)
-        for name in self.model.names:
-            variable = target.params[name]
-            variable.assign(variable + float(tau) * (self.model.params[name] - variable))
+        target, source = self.target_weights.params, self.model_weights.params
+        for name in self.model_weights.names:
+            variable = target[name]
+            variable.assign(variable + float(tau) * (source[name] - variable))
+
+    def _weights_view(self, model: Any) -> Any:
+        return model_weights(model)
+
+    def _to_framework(self, array: np.ndarray) -> tf.Tensor:
+        return tf.convert_to_tensor(np.asarray(array))
 
 
     def get_state(self) -> dict[str, Any]:
-        step = int(self._adam_step.numpy())
-        names = self.model.names
+        groups = [self._group_state(index) for index in range(len(self.optimizer_groups))]
+        optimizer: dict[str, Any] = groups[0]
+        if self._grouped:
+            optimizer = {"groups": {g.name: state for g, state in
+                                    zip(self.optimizer_groups, groups)},
+                         "num_updates": self.num_updates}
         return {
             "weights": self.get_weights(),
-            "optimizer": {
-                "step": step,
-                "lr": float(self._lr.numpy()),
-                "exp_avg": {n: m.numpy().copy() for n, m in zip(names, self._adam_m)} if step
-                else {},
-                "exp_avg_sq": {n: v.numpy().copy() for n, v in zip(names, self._adam_v)} if step
-                else {},
-            },
+            "optimizer": optimizer,
             "global_timestep": self.global_timestep,
             "coefficients": self._coefficient_values(),
             **({"target_weights": self.get_target_weights()} if self.target_model else {}),
         }
 
+    def _group_state(self, index: int) -> dict[str, Any]:
+        """One group's optimizer state under the weights' names: step, lr, Adam's moments."""
+        group = self.optimizer_groups[index]
+        step = int(self._group_steps[index].numpy())
+        moments = bool(step) and group.optimizer == "adam"
+        pairs = list(zip(group.weight_names, group.indices))
+        return {
+            "step": step if group.optimizer == "adam" else 0,
+            "lr": float(self._group_lrs[index].numpy()),
+            "exp_avg": {n: self._adam_m[i].numpy().copy() for n, i in pairs} if moments else {},
+            "exp_avg_sq": {n: self._adam_v[i].numpy().copy() for n, i in pairs} if moments
+            else {},
+        }
+
     def set_state(self, state: Mapping[str, Any]) -> None:
         self.set_weights(state["weights"])
-        optimizer = state["optimizer"]
-        self._set_learning_rate(float(optimizer["lr"]))
-        self._adam_step.assign(float(optimizer["step"]))
-        for name, m, v in zip(self.model.names, self._adam_m, self._adam_v):
-            if optimizer["step"]:
-                m.assign(np.asarray(optimizer["exp_avg"][name], np.float32))
-                v.assign(np.asarray(optimizer["exp_avg_sq"][name], np.float32))
-            else:
-                m.assign(tf.zeros_like(m))
-                v.assign(tf.zeros_like(v))
+        for index, saved in enumerate(self._group_states(state["optimizer"])):
+            group = self.optimizer_groups[index]
+            self._set_group_lr(index, float(saved["lr"]))
+            self._group_steps[index].assign(float(saved["step"]))
+            for name, position in zip(group.weight_names, group.indices):
+                m, v = self._adam_m[position], self._adam_v[position]
+                if saved["step"] and group.optimizer == "adam":
+                    m.assign(np.asarray(saved["exp_avg"][name], np.float32))
+                    v.assign(np.asarray(saved["exp_avg_sq"][name], np.float32))
+                else:
+                    m.assign(tf.zeros_like(m))
+                    v.assign(tf.zeros_like(v))
         self.on_global_var_update({"timestep": int(state["global_timestep"])})
         for name, value in state["coefficients"].items():
             self.set_coefficient(name, value)
         if self.target_model is not None and "target_weights" in state:
             self._check_weights(state["target_weights"], self._weight_shapes)
-            self.target_model.set_weights(dict(state["target_weights"]))
+            self.target_weights.set_weights(dict(state["target_weights"]))

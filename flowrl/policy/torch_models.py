@@ -1,4 +1,10 @@
-"""The Torch models: each model kind's spec evaluated with plain tensors stored under neutral names.
+"""The built-in Torch models (`torch.nn.Module`s under neutral weight names) and the weight view
+the policy uses for any model, built-in or custom.
+
+The built-ins implement the model contracts of `flowrl.policy.model_contract`: `TorchModel`
+(actor-critic), `TorchQModel` (Q-values) and `TorchDeterministicActorCritic`. A user's model is
+any `nn.Module` meeting its algorithm's contract; `TorchModuleWeights` lists its
+`named_parameters()` as its weights.
 
 Dense kernels are stored (in, out) exactly as the neutral weights, so `get_weights` needs no
 transposes; conv kernels are stored OIHW (Torch's layout) and converted from/to HWIO.
@@ -25,11 +31,13 @@ _ACTIVATIONS = {
 }
 
 
-class TorchParameters:
-    """Named Torch parameters stored in the framework-neutral layout's names.
+class TorchParameters(torch.nn.Module):
+    """An `nn.Module` whose parameters carry the framework-neutral layout's names.
 
-    The base of every Torch model kind: weight storage, neutral get/set, and the dense and conv
-    building blocks the kinds' forward passes are written with.
+    The base of the built-in Torch models, and of a custom model whose weights should load
+    into a TF model (and back): weight storage under neutral names, neutral get/set, and the
+    dense and conv building blocks forward passes are written with. Subclasses set
+    `__call__ = forward` to skip `nn.Module`'s hook dispatch on the acting path.
 
     Args:
         spec: the architecture (any spec with `weight_shapes()`).
@@ -40,16 +48,19 @@ class TorchParameters:
 
     def __init__(self, spec: Any, weights: dict[str, np.ndarray],
                  device: torch.device | str | None = None) -> None:
+        super().__init__()
         self.spec = spec
         self.names = list(spec.weight_shapes())
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.params: dict[str, torch.Tensor] = {
-            name: torch.zeros(_torch_shape(name, shape), device=self.device).requires_grad_(True)
-            for name, shape in spec.weight_shapes().items()
-        }
+        self.params: dict[str, torch.Tensor] = {}
+        for name, shape in spec.weight_shapes().items():
+            parameter = torch.nn.Parameter(torch.zeros(_torch_shape(name, shape),
+                                                       device=self.device))
+            self.register_parameter(name, parameter)
+            self.params[name] = parameter
         self.set_weights(weights)
 
-    def parameters(self) -> list[torch.Tensor]:
+    def parameters(self, recurse: bool = True) -> list[torch.Tensor]:  # type: ignore[override]
         """The trainable tensors, in neutral-name order."""
         return [self.params[name] for name in self.names]
 
@@ -123,7 +134,7 @@ class TorchModel(TorchParameters):
         )
         self._log_std = self.params.get(spec.log_std_name) if spec.log_std_name else None
 
-    def __call__(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.conv_trunk(obs)
         for kernel, bias in self._trunk:
             x = self._trunk_act(torch.addmm(bias, x, kernel))
@@ -140,11 +151,13 @@ class TorchModel(TorchParameters):
             value = self._act(torch.addmm(bias, value, kernel))
         return dist_inputs, torch.addmm(self._vf_out[1], value, self._vf_out[0]).squeeze(-1)
 
+    __call__ = forward
+
 
 class TorchQModel(TorchParameters):
     """Q-network: `model(obs) -> q_values` of shape (B, num_actions); dueling if the spec says."""
 
-    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
         spec = self.spec
         x = self.conv_trunk(obs)
         if spec.is_cnn:
@@ -155,6 +168,8 @@ class TorchQModel(TorchParameters):
         advantages = self.dense(hidden, "q/advantage/out")
         value = self.dense(hidden, "q/value/out")
         return value + advantages - advantages.mean(dim=1, keepdim=True)
+
+    __call__ = forward
 
 
 class TorchDeterministicActorCritic(TorchParameters):
@@ -169,16 +184,62 @@ class TorchDeterministicActorCritic(TorchParameters):
         return [self.mlp(x, name, len(self.spec.hiddens), self.spec.activation).squeeze(-1)
                 for name in self.spec.critic_names]
 
-    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.actor(obs)
 
+    __call__ = forward
 
-MODEL_CLASSES = {
-    "actor_critic": TorchModel,
-    "q": TorchQModel,
-    "deterministic_actor_critic": TorchDeterministicActorCritic,
-}
-"""The Torch model class of each model kind (`spec.kind`)."""
+
+class TorchModuleWeights:
+    """The policy's view of a custom `nn.Module`'s weights: its `named_parameters()`, by name.
+
+    The same methods as `TorchParameters` (`names`, `params`, `parameters()`, `get_weights`,
+    `set_weights`, `to_neutral`, `from_neutral`), with the module's own names and layouts
+    (`fc.weight` is (out, in) as Torch stores it). Buffers (e.g. batch-norm statistics) are not
+    weights here.
+    """
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+        self.params: dict[str, torch.Tensor] = dict(module.named_parameters())
+        self.names = list(self.params)
+        first = next(iter(self.params.values()), None)
+        self.device = first.device if first is not None else torch.device("cpu")
+
+    def parameters(self) -> list[torch.Tensor]:
+        """The trainable tensors, in `names` order."""
+        return [self.params[name] for name in self.names]
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """The parameters as float32 numpy copies."""
+        return {name: self.to_neutral(name, self.params[name]) for name in self.names}
+
+    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
+        """Loads numpy arrays in place (names and shapes already validated)."""
+        with torch.no_grad():
+            for name in self.names:
+                self.params[name].copy_(self.from_neutral(name, weights[name]))
+
+    def to_neutral(self, name: str, tensor: torch.Tensor) -> np.ndarray:
+        """A tensor shaped like parameter `name` as a float32 numpy copy."""
+        return np.array(tensor.detach().cpu().numpy(), dtype=np.float32, copy=True)
+
+    def from_neutral(self, name: str, array: np.ndarray) -> torch.Tensor:
+        """A numpy array for parameter `name` as a tensor on the module's device."""
+        tensor = torch.from_numpy(np.array(array, dtype=np.float32, copy=True))
+        return tensor if self.device.type == "cpu" else tensor.to(self.device)
+
+
+def model_weights(model: Any) -> TorchParameters | TorchModuleWeights:
+    """The weight view the policy trains and transfers: the model itself when it keeps
+    neutral names (`TorchParameters`), else its `named_parameters()`."""
+    if isinstance(model, TorchParameters):
+        return model
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"a Torch policy's model must be a torch.nn.Module; got "
+                        f"{type(model).__name__}. Subclass torch.nn.Module (see "
+                        "flowrl.policy.model_contract for the outputs it must return).")
+    return TorchModuleWeights(model)
 
 
 def _is_conv_kernel(name: str) -> bool:

@@ -1,6 +1,6 @@
 """`TorchPolicy`: the `Policy` interface on PyTorch (CPU, or CUDA for a learner with `num_gpus`).
 
-An algorithm does not subclass this: its `PolicySpec` supplies the loss, model kind and action
+An algorithm does not subclass this: its `PolicySpec` supplies the loss, model and action
 selection, and `spec.build(...)` constructs a `TorchPolicy` when `config.framework == "torch"`.
 The learner's policy (worker_index 0) of a config with `num_gpus > 0` keeps its model, target
 model and optimizer on CUDA; batches go to the GPU once per learn call and everything it hands
@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from flowrl.data.sample_batch import SampleBatch
+from flowrl.policy.model_contract import DETERMINISTIC_ACTOR_CRITIC
+from flowrl.policy.optimizer_groups import ResolvedGroup, group_losses
 from flowrl.policy.policy import (
     Policy,
     Saveable,
@@ -29,17 +31,19 @@ from flowrl.policy.policy import (
     seed_streams,
 )
 from flowrl.policy.torch_distributions import DISTRIBUTIONS
-from flowrl.policy.torch_models import MODEL_CLASSES
+from flowrl.policy.torch_models import model_weights
 
 
 class TorchPolicy(Policy, Saveable):
     """A `Policy` whose model, loss and Adam optimizer are Torch; behaviour from its `PolicySpec`.
 
     Attributes:
-        model: the Torch model of the spec's model kind (`TorchModel` for actor-critic:
-            `model(obs) -> (dist_inputs, values)`; `TorchQModel`: `model(obs) -> q_values`;
-            `TorchDeterministicActorCritic`: `model.actor(obs)`, `model.critics(obs, actions)`).
-        target_model: a second model of the same kind when the spec has a target network.
+        model: the `nn.Module` meeting the algorithm's model contract: the spec's built-in
+            (`TorchModel` for actor-critic: `model(obs) -> (dist_inputs, values)`;
+            `TorchQModel`: `model(obs) -> q_values`; `TorchDeterministicActorCritic`:
+            `model.actor(obs)`, `model.critics(obs, actions)`) or the config's `custom_model`.
+        model_weights: the weight view of `model` (names, parameters, numpy get/set).
+        target_model: a second model of the same class when the spec has a target network.
         dist_class: actor-critic models: maps `dist_inputs` to a `TorchDistribution`.
         generator: the per-policy `torch.Generator` used for sampling (on `device`).
         device: where the models live: `cuda` for the learner's policy with `num_gpus > 0`,
@@ -66,17 +70,24 @@ class TorchPolicy(Policy, Saveable):
         self.generator.manual_seed(sampling_seed)
         self._shuffle_generator = torch.Generator()
         self._shuffle_generator.manual_seed(shuffle_seed)
-        self._build_models(rng, MODEL_CLASSES, DISTRIBUTIONS, device=self.device)
-        self._optimizer: torch.optim.Adam | None = None
+        self._build_models(rng, DISTRIBUTIONS, device=self.device)
+        self._setup_optimizer_groups()
+        self._optimizers: list[torch.optim.Optimizer] | None = None
 
     # ---- acting -------------------------------------------------------------------------------
 
-    def sample_actions(self, obs_rows: np.ndarray,
-                       explore: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def sample_actions(self, obs_rows: np.ndarray, explore: bool, state: list[np.ndarray]
+                       ) -> tuple[np.ndarray, list[np.ndarray], dict[str, np.ndarray]]:
         if self.dist_class is None:
-            return super().sample_actions(obs_rows, explore)
+            return super().sample_actions(obs_rows, explore, state)
+        state_out: list[np.ndarray] = []
         with torch.inference_mode():
-            dist_inputs, values = self.model(self._tensor(obs_rows))
+            obs = self._tensor(obs_rows)
+            if self.is_recurrent:
+                dist_inputs, values, state_tensors = self._recurrent_step(obs, state)
+                state_out = [value.cpu().numpy() for value in state_tensors]
+            else:
+                dist_inputs, values = self.model(obs)
             dist = self.dist_class(dist_inputs)
             actions = dist.sample(self.generator) if explore else dist.deterministic_sample()
             logp = dist.logp(actions)
@@ -85,26 +96,31 @@ class TorchPolicy(Policy, Saveable):
             "action_dist_inputs": dist_inputs.cpu().numpy(),
             "vf_preds": values.cpu().numpy(),
         }
-        return actions.cpu().numpy(), extras
+        return actions.cpu().numpy(), state_out, extras
 
-    def compute_q_values(self, obs_rows: np.ndarray) -> np.ndarray:
-        if self.model_spec.kind != "q":
-            return super().compute_q_values(obs_rows)
+    def forward(self, obs_rows: np.ndarray, state: list[np.ndarray] | None = None
+                ) -> tuple[tuple[np.ndarray, ...], list[np.ndarray]]:
+        rows = self._model_input(obs_rows)
+        state = self._state_for(len(rows), state)
+        state_out: list[torch.Tensor] = []
         with torch.inference_mode():
-            return self.model(self._tensor(self._model_input(obs_rows))).cpu().numpy()
+            obs = self._tensor(rows)
+            if self.is_recurrent:
+                *outputs, state_out = self._recurrent_step(obs, state)
+            elif self.contract is DETERMINISTIC_ACTOR_CRITIC:
+                outputs = [self.model.actor(obs)]
+            else:
+                result = self.model(obs)
+                outputs = list(result) if isinstance(result, (tuple, list)) else [result]
+            return (tuple(value.cpu().numpy() for value in outputs),
+                    [value.cpu().numpy() for value in state_out])
 
-    def compute_deterministic_actions(self, obs_rows: np.ndarray) -> np.ndarray:
-        if self.model_spec.kind != "deterministic_actor_critic":
-            return super().compute_deterministic_actions(obs_rows)
-        with torch.inference_mode():
-            return self.model.actor(self._tensor(self._model_input(obs_rows))).cpu().numpy()
-
-    def compute_values(self, obs_rows: np.ndarray) -> np.ndarray:
-        if self.model_spec.kind != "actor_critic":
-            return super().compute_values(obs_rows)
-        with torch.inference_mode():
-            _, values = self.model(self._tensor(self._model_input(obs_rows)))
-        return values.cpu().numpy()
+    def _recurrent_step(self, obs: torch.Tensor, state: list[np.ndarray]) -> list[Any]:
+        """One step of a recurrent model: obs [B] as [B, 1] sequences; outputs without the time
+        dimension, then the state out."""
+        seq_lens = torch.ones(obs.shape[0], dtype=torch.int64, device=obs.device)
+        *outputs, state_out = self.model(obs[:, None], [self._tensor(v) for v in state], seq_lens)
+        return [value[:, 0] for value in outputs] + [list(state_out)]
 
     def run_on_batch(self, fn: Callable[..., Mapping[str, Any]],
                      batch: SampleBatch) -> dict[str, np.ndarray]:
@@ -153,35 +169,50 @@ class TorchPolicy(Policy, Saveable):
 
     def compute_gradients(self, batch: SampleBatch) -> tuple[list[np.ndarray], dict[str, float]]:
         stats = self._backward(self._batch_to_tensors(batch))
-        grads = [
-            self.model.to_neutral(name, p.grad)
-            for name, p in zip(self.model.names, self.model.parameters())
-        ]
+        weights = self.model_weights
+        grads = [weights.to_neutral(name, p.grad)
+                 for name, p in zip(weights.names, weights.parameters())]
         return grads, stats
 
     def apply_gradients(self, gradients: list[np.ndarray]) -> None:
-        names = self.model.names
+        names = self.model_weights.names
         if len(gradients) != len(names):
             raise ValueError(
                 f"apply_gradients needs one gradient per weight ({len(names)}, in get_weights() "
                 f"order), got {len(gradients)}"
             )
         self._check_weights(dict(zip(names, gradients)), self._weight_shapes)
-        for name, param, grad in zip(names, self.model.parameters(), gradients):
-            param.grad = self.model.from_neutral(name, grad)
-        self.optimizer.step()
+        for name, param, grad in zip(names, self.model_weights.parameters(), gradients):
+            param.grad = self.model_weights.from_neutral(name, grad)
+        self._step(self._due_groups())
 
     def _train_step(self, tensors: dict[str, torch.Tensor]) -> dict[str, float]:
-        stats = self._backward(tensors)
-        self.optimizer.step()
+        due = self._due_groups()
+        stats = self._backward(tensors, due)
+        self._step(due)
         return stats
 
-    def _backward(self, tensors: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Loss, backward, non-finite check and global-norm clipping; leaves grads in .grad."""
-        params = self.model.parameters()
+    def _step(self, due: list[ResolvedGroup]) -> None:
+        """One optimizer step of each due group (of the only optimizer without groups)."""
+        if not self._grouped:
+            self.optimizer.step()
+            return
+        optimizers = self.optimizers
+        for index, group in enumerate(self.optimizer_groups):
+            if group in due:
+                optimizers[index].step()
+        self.num_updates += 1
+
+    def _backward(self, tensors: dict[str, torch.Tensor],
+                  due: list[ResolvedGroup] | None = None) -> dict[str, float]:
+        """Loss, backward, non-finite check and global-norm clipping; leaves grads in .grad
+        (of the `due` groups' weights; None: every group's)."""
+        params = self.model_weights.parameters()
         for param in params:
             param.grad = None
         loss, stats = self.loss_fn(self, tensors)
+        if self._grouped:
+            return self._backward_groups(params, loss, stats, due)
         loss.backward()
         for param in params:
             if param.grad is None:
@@ -197,6 +228,36 @@ class TorchPolicy(Policy, Saveable):
         values["cur_lr"] = self.lr
         return values
 
+    def _backward_groups(self, params: list[torch.Tensor], loss: Any, stats: Mapping[str, Any],
+                         due: list[ResolvedGroup] | None) -> dict[str, float]:
+        """Each group's gradients from its own loss, clipped by its own `grad_clip`."""
+        losses = group_losses(loss, self.optimizer_groups, self.spec.name)
+        values = {name: _scalar(value) for name, value in stats.items()}
+        squared_norms = []
+        for group in self.optimizer_groups:
+            members = [params[index] for index in group.indices]
+            values.setdefault(f"{group.name}_loss", _scalar(losses[group.name]))
+            values[f"{group.name}_cur_lr"] = group.lr
+            if due is not None and group not in due:
+                for param in members:
+                    param.grad = torch.zeros_like(param)
+                continue
+            grads = torch.autograd.grad(losses[group.name], members, retain_graph=True,
+                                        allow_unused=True)
+            for param, grad in zip(members, grads):
+                param.grad = torch.zeros_like(param) if grad is None else grad
+            norm = torch.nn.utils.get_total_norm([param.grad for param in members])
+            if group.grad_clip:
+                torch.nn.utils.clip_grads_with_norm_(members, group.grad_clip, norm)
+            values[f"{group.name}_grad_gnorm"] = float(norm)
+            squared_norms.append(float(norm) ** 2)
+        values.setdefault("total_loss", sum(_scalar(value) for value in losses.values()))
+        global_norm = float(np.sqrt(sum(squared_norms)))
+        raise_if_not_finite(values, global_norm)
+        values["grad_gnorm"] = global_norm
+        values["cur_lr"] = self.lr
+        return values
+
     def _batch_to_tensors(self, batch: SampleBatch) -> dict[str, torch.Tensor]:
         return {name: self._tensor(array)
                 for name, array in self._training_arrays(batch).items()}
@@ -209,76 +270,129 @@ class TorchPolicy(Policy, Saveable):
     # ---- weights and state --------------------------------------------------------------------
 
     def get_weights(self) -> dict[str, np.ndarray]:
-        return self.model.get_weights()
+        return self.model_weights.get_weights()
 
     def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
         self._check_weights(weights, self._weight_shapes)
-        self.model.set_weights(dict(weights))
+        self.model_weights.set_weights(dict(weights))
 
     def get_target_weights(self) -> dict[str, np.ndarray]:
-        return self._target("read target weights").get_weights()
+        self._target("read target weights")
+        return self.target_weights.get_weights()
 
     def update_target(self, tau: float = 1.0) -> None:
-        target = self._target("update the target network")
+        self._target("update the target network")
         _check_tau(tau)
+        target, source = self.target_weights.params, self.model_weights.params
         with torch.no_grad():
-            for name in self.model.names:
-                target.params[name].lerp_(self.model.params[name], float(tau))
+            for name in self.model_weights.names:
+                target[name].lerp_(source[name], float(tau))
+
+    def _weights_view(self, model: Any) -> Any:
+        return model_weights(model)
+
+    def _to_framework(self, array: np.ndarray) -> torch.Tensor:
+        return self._tensor(np.asarray(array))
+
+    def _new_custom_model(self, model_class: Any, options: Mapping[str, Any],
+                          init_seed: int) -> Any:
+        """Builds a custom model under a seeded Torch rng (the process's rng is left as it
+        was), then moves it to the policy's device."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            model = super()._new_custom_model(model_class, options, init_seed)
+        return model.to(self.device) if isinstance(model, torch.nn.Module) else model
 
 
     @property
-    def optimizer(self) -> torch.optim.Adam:
-        """Adam over the model's parameters, created on first use.
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """One optimizer per optimizer group (in `optimizer_groups` order), made on first use.
 
-        A worker that only acts never builds it (building the first torch optimizer in a
+        A worker that only acts never builds them (building the first torch optimizer in a
         process costs over a second of imports).
         """
-        if self._optimizer is None:
-            # The fused kernel is ~5x faster than the per-tensor loop for small CPU networks.
-            self._optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr, fused=True)
-        return self._optimizer
+        if self._optimizers is None:
+            params = self.model_weights.parameters()
+            self._optimizers = [_make_optimizer(group, [params[i] for i in group.indices])
+                                for group in self.optimizer_groups]
+        return self._optimizers
 
-    def _set_learning_rate(self, lr: float) -> None:
-        super()._set_learning_rate(lr)
-        if self._optimizer is not None:
-            for group in self._optimizer.param_groups:
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The first group's optimizer: a spec without groups has only this Adam."""
+        return self.optimizers[0]
+
+    def _set_group_lr(self, index: int, lr: float) -> None:
+        super()._set_group_lr(index, lr)
+        if self._optimizers is not None:
+            for group in self._optimizers[index].param_groups:
                 group["lr"] = lr
 
     def get_state(self) -> dict[str, Any]:
-        step, first, second = 0, {}, {}
-        for name, param in zip(self.model.names, self.model.parameters()):
-            state = self.optimizer.state.get(param)
-            if state:
-                step = int(state["step"])
-                first[name] = self.model.to_neutral(name, state["exp_avg"])
-                second[name] = self.model.to_neutral(name, state["exp_avg_sq"])
+        optimizers = [self._group_state(index) for index in range(len(self.optimizer_groups))]
+        if self._grouped:
+            optimizer: dict[str, Any] = {
+                "groups": {group.name: state for group, state in
+                           zip(self.optimizer_groups, optimizers)},
+                "num_updates": self.num_updates}
+        else:
+            optimizer = optimizers[0]
         return {
             "weights": self.get_weights(),
-            "optimizer": {"step": step, "lr": self.lr,
-                          "exp_avg": first, "exp_avg_sq": second},
+            "optimizer": optimizer,
             "global_timestep": self.global_timestep,
             "coefficients": self._coefficient_values(),
             **({"target_weights": self.get_target_weights()} if self.target_model else {}),
         }
 
+    def _group_state(self, index: int) -> dict[str, Any]:
+        """One group's optimizer state under the weights' names: step, lr, Adam's moments."""
+        group, optimizer = self.optimizer_groups[index], self.optimizers[index]
+        weights, params = self.model_weights, self.model_weights.parameters()
+        step, first, second = 0, {}, {}
+        for name, position in zip(group.weight_names, group.indices):
+            state = optimizer.state.get(params[position])
+            if state and "step" in state:
+                step = int(state["step"])
+            if state and "exp_avg" in state:
+                first[name] = weights.to_neutral(name, state["exp_avg"])
+                second[name] = weights.to_neutral(name, state["exp_avg_sq"])
+        return {"step": step, "lr": group.lr, "exp_avg": first, "exp_avg_sq": second}
+
     def set_state(self, state: Mapping[str, Any]) -> None:
         self.set_weights(state["weights"])
-        optimizer = state["optimizer"]
-        self._set_learning_rate(float(optimizer["lr"]))
-        self.optimizer.state.clear()
-        if optimizer["step"]:
-            for name, param in zip(self.model.names, self.model.parameters()):
-                self.optimizer.state[param] = {
-                    "step": torch.tensor(float(optimizer["step"]), device=param.device),
-                    "exp_avg": self.model.from_neutral(name, optimizer["exp_avg"][name]),
-                    "exp_avg_sq": self.model.from_neutral(name, optimizer["exp_avg_sq"][name]),
-                }
+        for index, group_state in enumerate(self._group_states(state["optimizer"])):
+            self._set_group_state(index, group_state)
         self.on_global_var_update({"timestep": int(state["global_timestep"])})
         for name, value in state["coefficients"].items():
             self.set_coefficient(name, value)
         if self.target_model is not None and "target_weights" in state:
             self._check_weights(state["target_weights"], self._weight_shapes)
-            self.target_model.set_weights(dict(state["target_weights"]))
+            self.target_weights.set_weights(dict(state["target_weights"]))
+
+    def _set_group_state(self, index: int, saved: Mapping[str, Any]) -> None:
+        group, optimizer = self.optimizer_groups[index], self.optimizers[index]
+        self._set_group_lr(index, float(saved["lr"]))
+        params, weights = self.model_weights.parameters(), self.model_weights
+        for position in group.indices:
+            optimizer.state.pop(params[position], None)
+        if not saved["step"] or group.optimizer != "adam":
+            return
+        for name, position in zip(group.weight_names, group.indices):
+            param = params[position]
+            optimizer.state[param] = {
+                "step": torch.tensor(float(saved["step"]), device=param.device),
+                "exp_avg": weights.from_neutral(name, saved["exp_avg"][name]),
+                "exp_avg_sq": weights.from_neutral(name, saved["exp_avg_sq"][name]),
+            }
+
+
+def _make_optimizer(group: ResolvedGroup, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    """The Torch optimizer of one group."""
+    if group.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=group.lr)
+    # The fused kernel is ~5x faster than the per-tensor loop for small CPU networks.
+    return torch.optim.Adam(params, lr=group.lr, fused=True)
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:

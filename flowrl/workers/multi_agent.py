@@ -36,6 +36,7 @@ from flowrl.workers.rollout_worker import (
     _non_finite_rows,
     _single_row_batch,
     _step_seed,
+    state_columns,
 )
 
 PolicyMapping = Mapping[Hashable, str] | Callable[[Hashable], str] | None
@@ -279,6 +280,9 @@ class MultiAgentRolloutWorker(RolloutWorker):
         self._completed: list[tuple[float, int, dict[str, float]]] = []
         self._partial: dict[str, dict[int, list[SampleBatch]]] = {
             pid: collections.defaultdict(list) for pid in self.policy_map}
+        # A recurrent policy's state per slot (env copy, agent), without the batch dimension;
+        # a slot without an entry starts from its policy's initial state.
+        self._states: dict[int, list[np.ndarray]] = {}
         ParallelIteratorWorker.__init__(self, self._sample_forever, repeat=False)
 
     # --- policies -----------------------------------------------------------------------------
@@ -388,18 +392,30 @@ class MultiAgentRolloutWorker(RolloutWorker):
             policy = self.policy_map[policy_id]
             raw_batch = _stack_observations(raw)
             obs_rows = policy.preprocess(raw_batch)
-            actions, extras = policy.compute_actions(raw_batch, explore=True)
+            state_in = self._slot_states(policy, slots)
+            actions, state_out, extras = policy.compute_actions(raw_batch, state_in or None,
+                                                                explore=True)
+            for row, slot in enumerate(slots) if state_out else ():
+                self._states[slot] = [value[row] for value in state_out]
             to_env = self._env_actions(policy, actions)
             for row, (env_index, agent) in enumerate(agents):
                 env_actions[env_index][agent] = to_env[row]
-            pending[policy_id] = _PendingRows(slots, agents,
-                                              {"obs": obs_rows, "actions": actions, **extras})
+            pending[policy_id] = _PendingRows(slots, agents, {
+                "obs": obs_rows, "actions": actions, **extras, **state_columns(state_in)})
         step_results = [env.step(actions) for env, actions in zip(envs, env_actions)]
         records = {policy_id: self._finish_rows(policy_id, rows, step_results)
                    for policy_id, rows in pending.items()}
         for env_index, (env, result) in enumerate(zip(envs, step_results)):
             self._advance_episode(env_index, env, result)
         return records
+
+    def _slot_states(self, policy: Any, slots: list[int]) -> list[np.ndarray]:
+        """A recurrent policy's state for these slots, batch first (`[]` when stateless)."""
+        initial = policy.initial_state()
+        if not initial:
+            return []
+        per_slot = [self._states.get(slot, initial) for slot in slots]
+        return [np.stack([state[index] for state in per_slot]) for index in range(len(initial))]
 
     def _finish_rows(self, policy_id: str, rows: _PendingRows,
                      step_results: list[tuple]) -> _StepRecord:
@@ -424,6 +440,8 @@ class MultiAgentRolloutWorker(RolloutWorker):
             terminateds[row] = bool(terminations[agent])
             truncateds[row] = bool(truncations[agent])
             next_raw.append(observations[agent])
+            if terminateds[row] or truncateds[row]:
+                self._states.pop(rows.slots[row], None)  # its next episode starts afresh
             episode = self._episodes[env_index]
             eps_id[row] = episode.episode_id
             t[row] = episode.length
@@ -451,6 +469,8 @@ class MultiAgentRolloutWorker(RolloutWorker):
             policy_returns[self.multi_agent.policy_for(agent)] += agent_return
         self._completed.append((float(sum(episode.agent_returns.values())), episode.length,
                                 dict(policy_returns)))
+        for slot in [slot for slot in self._states if slot // self._slots_per_env == env_index]:
+            del self._states[slot]
         self._observations[env_index], _ = env.reset()
         self._reject_non_finite_observations(self._observations[env_index], "reset()", env_index)
         self._episodes[env_index] = self._new_episode()
@@ -581,14 +601,18 @@ class MultiAgentRolloutWorker(RolloutWorker):
             for episode_index in range(num_episodes):
                 observations, _ = env.reset(seed=None if seed is None else seed + episode_index)
                 total, length = 0.0, 0
+                states: dict[Hashable, list[np.ndarray]] = {}
                 while env.agents:
                     actions = {}
                     for agent in env.agents:
                         policy = self.policy_map[self.multi_agent.policy_for(agent)]
-                        action, _ = policy.compute_single_action(observations[agent],
-                                                                 explore=False)
+                        action, states[agent], _ = policy.compute_single_action(
+                            observations[agent], states.get(agent), explore=False)
                         actions[agent] = self._env_actions(policy, np.asarray(action))
-                    observations, rewards, _, _, _ = env.step(actions)
+                    observations, rewards, terminations, truncations, _ = env.step(actions)
+                    for agent in actions:
+                        if terminations.get(agent) or truncations.get(agent):
+                            states.pop(agent, None)
                     total += float(sum(rewards.values()))
                     length += 1
                 finished.append((total, length))

@@ -118,6 +118,7 @@ class RolloutWorker(ParallelIteratorWorker):
         self.episodes = EpisodeTracker(num_envs=num_envs, worker_index=worker_index)
         self._env: gym.vector.VectorEnv | None = None
         self._raw_obs: Any = None
+        self._state: list[np.ndarray] = []  # a recurrent policy's state, one row per env
         self._partial: list[list[SampleBatch]] = [[] for _ in range(num_envs)]
         super().__init__(self._sample_forever, repeat=False)
 
@@ -158,6 +159,7 @@ class RolloutWorker(ParallelIteratorWorker):
             seeds = [_step_seed(self.seed, self.worker_index, i) for i in range(self.num_envs)]
             self._raw_obs, _ = self._env.reset(seed=None if self.seed is None else seeds)
             self._reject_non_finite_observations(self._raw_obs, "reset()")
+            self._state = initial_states(self.policy, self.num_envs)
             self._env.action_space.seed(_step_seed(self.seed, self.worker_index, 99))
         return self._env
 
@@ -190,7 +192,9 @@ class RolloutWorker(ParallelIteratorWorker):
     def _step_once(self, env: gym.vector.VectorEnv) -> dict[str, np.ndarray]:
         policy = self.policy
         obs_rows = policy.preprocess(self._raw_obs)
-        actions, extras = policy.compute_actions(self._raw_obs, explore=True)
+        state_in = self._state
+        actions, state_out, extras = policy.compute_actions(self._raw_obs, state_in or None,
+                                                            explore=True)
         next_raw, rewards, terminateds, truncateds, infos = env.step(self._env_actions(actions))
         if not np.isfinite(rewards).all():
             self._raise_non_finite_rewards(rewards)
@@ -205,6 +209,7 @@ class RolloutWorker(ParallelIteratorWorker):
                 new_obs_rows[i] = policy.preprocess(final_row)[0]
         eps_id, t = self.episodes.step(rewards, dones)
         self._raw_obs = next_raw
+        self._state = reset_finished_states(policy, state_out, dones)
         row = {
             "obs": obs_rows,
             "actions": actions,
@@ -216,6 +221,7 @@ class RolloutWorker(ParallelIteratorWorker):
             "t": t,
         }
         row.update(extras)
+        row.update(state_columns(state_in))
         return row
 
     def _env_actions(self, actions: np.ndarray) -> np.ndarray:
@@ -314,12 +320,16 @@ class RolloutWorker(ParallelIteratorWorker):
             returns = np.zeros(env.num_envs)
             lengths = np.zeros(env.num_envs, dtype=np.int64)
             finished: list[tuple[float, int]] = []
+            state = initial_states(self.policy, env.num_envs)
             while len(finished) < num_episodes:
-                actions, _ = self.policy.compute_actions(raw_obs, explore=False)
+                actions, state, _ = self.policy.compute_actions(raw_obs, state or None,
+                                                                explore=False)
                 raw_obs, rewards, terminateds, truncateds, _ = env.step(self._env_actions(actions))
                 returns += rewards
                 lengths += 1
-                for i in np.flatnonzero(np.logical_or(terminateds, truncateds)):
+                dones = np.logical_or(terminateds, truncateds)
+                state = reset_finished_states(self.policy, state, dones)
+                for i in np.flatnonzero(dones):
                     finished.append((float(returns[i]), int(lengths[i])))
                     returns[i], lengths[i] = 0.0, 0
             return finished[:num_episodes]
@@ -339,6 +349,32 @@ class RolloutWorker(ParallelIteratorWorker):
         if self._env is not None:
             self._env.close()
             self._env = None
+
+
+def initial_states(policy: Any, count: int) -> list[np.ndarray]:
+    """A recurrent policy's initial state for `count` envs (one array per state tensor, batch
+    first); `[]` for a stateless policy."""
+    return [np.repeat(value[None], count, axis=0) for value in policy.initial_state()]
+
+
+def reset_finished_states(policy: Any, state: list[np.ndarray],
+                          dones: np.ndarray) -> list[np.ndarray]:
+    """The state for the next step: rows of envs whose episode just ended start again from
+    the policy's initial state (the env reset itself in the same step)."""
+    if not state or not np.any(dones):
+        return state
+    finished = np.flatnonzero(dones)
+    fresh = []
+    for value, initial in zip(state, policy.initial_state()):
+        value = np.array(value, copy=True)
+        value[finished] = initial
+        fresh.append(value)
+    return fresh
+
+
+def state_columns(state: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The `state_in_{i}` columns of one step (empty for a stateless policy)."""
+    return {f"{SampleBatch.STATE_IN_PREFIX}{index}": value for index, value in enumerate(state)}
 
 
 def _non_finite_rows(observations: Any) -> list[int]:

@@ -147,7 +147,7 @@ def _batch(policy, n=16, seed=0):
         raw = rng.integers(0, 256, size=(2 * n, *space.shape), dtype=np.uint8)
     else:
         raw = rng.uniform(-1, 1, size=(2 * n, *space.shape)).astype(np.float32)
-    actions, _ = policy.compute_actions(raw[:n])
+    actions, _, _ = policy.compute_actions(raw[:n])
     return SampleBatch(obs=policy.preprocess(raw[:n]), new_obs=policy.preprocess(raw[n:]),
                        actions=actions, rewards=rng.normal(size=n).astype(np.float32),
                        terminateds=rng.random(n) < 0.2, truncateds=np.zeros(n, bool))
@@ -223,7 +223,7 @@ def test_epsilon_greedy_explores_at_its_rate_and_is_greedy_otherwise():
     policy = VALUE_POLICY.build(OBS, gym.spaces.Discrete(3), {"epsilon": 0.3, "seed": 3})
     obs = np.zeros((4000, 4), np.float32)
     greedy = int(np.argmax(policy.compute_q_values(obs[:1])[0]))
-    explored, _ = policy.compute_actions(obs, explore=True)
+    explored, _, _ = policy.compute_actions(obs, explore=True)
     # A random action equals the greedy one a third of the time: P(other) = 0.3 * 2/3.
     assert np.mean(explored != greedy) == pytest.approx(0.2, abs=0.03)
     assert (policy.compute_actions(obs, explore=False)[0] == greedy).all()
@@ -239,10 +239,10 @@ def test_epsilon_schedule_follows_global_timestep():
 def test_deterministic_actor_actions_stay_in_bounds_with_noise():
     policy = ACTOR_POLICY.build(OBS, BOX_ACTIONS, {"noise": 5.0, "seed": 0})
     obs = np.random.default_rng(1).uniform(-1, 1, (500, 4)).astype(np.float32)
-    actions, _ = policy.compute_actions(obs, explore=True)
+    actions, _, _ = policy.compute_actions(obs, explore=True)
     assert actions.shape == (500, 2) and actions.dtype == np.float32
     assert (actions >= -2.0).all() and (actions <= 2.0).all()
-    greedy, _ = policy.compute_actions(obs, explore=False)
+    greedy, _, _ = policy.compute_actions(obs, explore=False)
     unit = policy.compute_deterministic_actions(obs)
     np.testing.assert_allclose(greedy, 2.0 * unit, atol=1e-5)
 
@@ -277,7 +277,7 @@ def test_mismatched_model_and_action_selection_is_a_clear_error():
         ACTOR_POLICY, name="bad",
         action_selection=lambda config, space, **_: EpsilonGreedy.fixed(0.1))
     policy = spec.build(OBS, BOX_ACTIONS, {"seed": 0})
-    with pytest.raises(TypeError, match="cannot compute Q-values: its model kind is"):
+    with pytest.raises(TypeError, match="cannot compute Q-values: its model contract is"):
         policy.compute_actions(np.zeros((2, 4), np.float32))
     no_target = dataclasses.replace(VALUE_POLICY, name="no_target", target_network=False)
     with pytest.raises(ValueError, match="has no target network"):

@@ -60,7 +60,7 @@ def make_batch(policy, n=32, seed=0):
         raw = rng.integers(0, 256, size=(n, *space.shape), dtype=np.uint8)
     else:
         raw = rng.normal(size=(n, *space.shape)).astype(np.float32)
-    actions, extras = policy.compute_actions(raw)
+    actions, _, extras = policy.compute_actions(raw)
     batch = SampleBatch(
         obs=policy.preprocess(raw),
         new_obs=policy.preprocess(raw),
@@ -109,8 +109,8 @@ def test_torch_weights_in_tf_give_same_outputs_loss_and_gradients(pair):
     batch = make_batch(torch_policy)
     for a, b in zip(model_outputs(torch_policy, batch), model_outputs(tf_policy, batch)):
         close(a, b)
-    _, extras_torch = torch_policy.compute_actions(_raw(torch_policy, batch), explore=False)
-    _, extras_tf = tf_policy.compute_actions(_raw(tf_policy, batch), explore=False)
+    _, _, extras_torch = torch_policy.compute_actions(_raw(torch_policy, batch), explore=False)
+    _, _, extras_tf = tf_policy.compute_actions(_raw(tf_policy, batch), explore=False)
     for key in extras_torch:
         close(extras_torch[key], extras_tf[key])
     grads_torch, stats_torch = torch_policy.compute_gradients(batch)

@@ -27,7 +27,7 @@ def pg(obs_space=CARTPOLE_OBS, action_space=TWO_ACTIONS, **config):
 
 def rollout(policy, n=64, seed=0):
     obs = np.random.default_rng(seed).normal(size=(n, 4)).astype(np.float32)
-    actions, extras = policy.compute_actions(obs)
+    actions, _, extras = policy.compute_actions(obs)
     batch = SampleBatch(obs=policy.preprocess(obs), new_obs=policy.preprocess(obs),
                         actions=actions, rewards=np.random.default_rng(seed).normal(size=n),
                         terminateds=np.zeros(n, bool), truncateds=np.zeros(n, bool), **extras)
@@ -36,15 +36,16 @@ def rollout(policy, n=64, seed=0):
 
 def test_compute_actions_types_and_extras():
     policy = pg(**AC_CONFIG)
-    actions, extras = policy.compute_actions(np.zeros((5, 4), np.float32))
+    actions, state, extras = policy.compute_actions(np.zeros((5, 4), np.float32))
+    assert state == [] and policy.initial_state() == []
     assert actions.shape == (5,) and actions.dtype == np.int64
     assert set(extras) == {"action_logp", "action_dist_inputs", "vf_preds"}
     assert extras["action_dist_inputs"].shape == (5, 2) and extras["vf_preds"].shape == (5,)
-    action, single = policy.compute_single_action(np.zeros(4, np.float32), explore=False)
+    action, _, single = policy.compute_single_action(np.zeros(4, np.float32), explore=False)
     assert action in (0, 1) and single["action_logp"].shape == ()
     assert policy.compute_values(np.zeros((3, 4), np.float32)).shape == (3,)
     # vanilla PG has no value branch: vf_preds are zeros
-    assert not pg().compute_actions(np.ones((2, 4), np.float32))[1]["vf_preds"].any()
+    assert not pg().compute_actions(np.ones((2, 4), np.float32))[2]["vf_preds"].any()
 
 
 @pytest.mark.parametrize("space, shape, dtype", [
@@ -54,7 +55,7 @@ def test_compute_actions_types_and_extras():
 ])
 def test_action_spaces(space, shape, dtype):
     policy = pg(action_space=space, **AC_CONFIG)
-    actions, _ = policy.compute_actions(np.zeros((4, 4), np.float32))
+    actions, _, _ = policy.compute_actions(np.zeros((4, 4), np.float32))
     assert actions.shape == shape and actions.dtype == dtype
     if not isinstance(space, gym.spaces.Box):
         assert all(space.contains(a) for a in actions)
@@ -63,7 +64,7 @@ def test_action_spaces(space, shape, dtype):
 
 def rollout_for(policy, n=8):
     obs = np.zeros((n, 4), np.float32)
-    actions, extras = policy.compute_actions(obs)
+    actions, _, extras = policy.compute_actions(obs)
     batch = SampleBatch(obs=obs, new_obs=obs, actions=actions, rewards=np.ones(n),
                         terminateds=np.zeros(n, bool), truncateds=np.zeros(n, bool), **extras)
     return policy.postprocess_trajectory(batch)
@@ -72,7 +73,7 @@ def rollout_for(policy, n=8):
 def test_dict_and_discrete_observations_and_image_cnn():
     space = gym.spaces.Dict({"pos": gym.spaces.Box(-1, 1, (3,)), "id": gym.spaces.Discrete(4)})
     policy = pg(obs_space=space)
-    actions, _ = policy.compute_actions({"pos": np.zeros((2, 3)), "id": np.array([0, 3])})
+    actions, _, _ = policy.compute_actions({"pos": np.zeros((2, 3)), "id": np.array([0, 3])})
     assert actions.shape == (2,) and policy.preprocessor.shape == (7,)
     assert pg(obs_space=gym.spaces.Discrete(5)).compute_actions(np.array([4]))[0].shape == (1,)
     image = gym.spaces.Box(0, 255, (36, 36, 3), np.uint8)

@@ -182,9 +182,9 @@ def test_one_batched_forward_per_policy_per_step():
     for policy_id, policy in worker.policy_map.items():
         original = policy.compute_actions
 
-        def counting(obs, explore=True, _original=original, _id=policy_id):
+        def counting(obs, state=None, *, explore=True, _original=original, _id=policy_id):
             calls[_id].append(len(obs))
-            return _original(obs, explore=explore)
+            return _original(obs, state, explore=explore)
 
         policy.compute_actions = counting
     worker.sample()
