@@ -272,6 +272,12 @@ def _add_plan_parser(commands: Any) -> None:
         help="text: the plan's lineage; dot: Graphviz; html: the plan viewer.",
     )
     plan.add_argument("--output", metavar="PATH", help="Write to PATH instead of stdout.")
+    plan.add_argument(
+        "--internals",
+        action="store_true",
+        help="Also show the engine steps inside operators such as ParallelRollouts (which the "
+        "plan otherwise shows as the calls it makes).",
+    )
     _add_debug_option(plan)
     plan.add_argument(
         "--iterations",
@@ -437,12 +443,14 @@ def _plan(args: argparse.Namespace) -> int:
         raise CommandError(f"--iterations must be >= 0; got {args.iterations}. Use 0 to only "
                            f"build the plan.")
     if args.iterations:
-        plan, graph = _run_plan(key, args.env, config, args.iterations)
+        plan, graph = _run_plan(key, args.env, config, args.iterations, args.internals)
     else:
         plan = _trainer_module().build_plan_preview(key, args.env, config=config)
-        graph = None
+        graph = plan.graph(internals=True) if args.internals else None
     if args.format == "text":
         rendered = repr(plan) + _side_links_text(plan.graph())
+        if args.internals:
+            rendered += _internals_text(plan)
     else:
         rendered = _render_graph(plan, args.format, graph)
     if args.output:
@@ -474,7 +482,16 @@ def _rollout(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run_plan(key: str, env: str, config: Any, iterations: int) -> tuple[Any, Any]:
+def _internals_text(plan: Any) -> str:
+    """What each operator of the plan that built several engine steps is made of."""
+    from flowrl.iter.groups import group_internals
+
+    lines = [f"  {label} = {steps}" for label, steps in group_internals(plan._node)]
+    return "\noperators:\n" + "\n".join(lines) if lines else ""
+
+
+def _run_plan(key: str, env: str, config: Any, iterations: int,
+              internals: bool = False) -> tuple[Any, Any]:
     """Trains ``iterations`` iterations in this process; the plan and its graph with rates."""
     from flowrl.iter.executor import init
     from flowrl.viz.live import annotate_rates
@@ -485,7 +502,7 @@ def _run_plan(key: str, env: str, config: Any, iterations: int) -> tuple[Any, An
         result = None
         for _ in range(iterations):
             result = trainer.train()
-        return trainer.plan, annotate_rates(trainer.plan_graph(), result)
+        return trainer.plan, annotate_rates(trainer.plan_graph(internals=internals), result)
     finally:
         trainer.stop()
 

@@ -457,6 +457,19 @@ def test_real_plan_preview_prints_text(capsys):
     assert capsys.readouterr().out.strip()
 
 
+def test_plan_reads_as_written_and_shows_the_internals_on_demand(capsys):
+    real_algorithms()
+    assert cli.main(["plan", "--run", "PPO"]) == 0
+    plain = capsys.readouterr().out
+    assert plain.startswith("ParallelRollouts(mode='bulk_sync').combine(ConcatBatches(")
+    assert "batch_across_shards" not in plain and "operators:" not in plain
+    assert cli.main(["plan", "--run", "PPO", "--internals"]) == 0
+    internals = capsys.readouterr().out.split("operators:\n")[1]
+    assert internals.splitlines() == [
+        "  ParallelRollouts(mode='bulk_sync') = RolloutWorkers.batch_across_shards()"
+        ".concat_samples.for_each(RecordSampledSteps())"]
+
+
 def test_plan_text_lists_the_learner_thread_and_the_weights_going_back(capsys):
     real_algorithms()
     assert cli.main(["plan", "--run", "IMPALA"]) == 0
@@ -464,7 +477,8 @@ def test_plan_text_lists_the_learner_thread_and_the_weights_going_back(capsys):
     assert lineage.startswith("Concurrently(")
     assert links.splitlines() == [
         "  for_each(Enqueue(learner.inqueue)) --batches--> LearnerThread(policy default_policy)",
-        "  for_each(BroadcastToSourceWorkers(broadcast_interval=1)) --weights--> RolloutWorkers",
+        "  for_each(BroadcastToSourceWorkers(broadcast_interval=1)) --weights--> "
+        "ParallelRollouts(mode='async', num_async=2)",
         "  LearnerThread(policy default_policy) --results--> Dequeue(learner.outqueue)"]
 
 

@@ -100,6 +100,7 @@ class Node:
         "shards",
         "impl",
         "links",
+        "group",
         "_lineage",
     )
 
@@ -127,13 +128,16 @@ class Node:
         self.shards = shards
         self.impl = impl
         self.links = tuple(links)
+        self.group: Any = None  # the OperatorGroup (flowrl.iter.groups) the node belongs to
         self._lineage = lineage
 
     @property
     def lineage(self) -> str:
         """The plan up to this node as one expression, e.g. ``a.for_each(f).union(b)``."""
         if self._lineage is None:
-            if not self.parents:
+            if self.group is not None and self.group.output is self:
+                self._lineage = self.group.lineage  # an operator call reads as itself
+            elif not self.parents:
                 self._lineage = self.label
             else:
                 self._lineage = f"{self.parents[0].lineage}.{self.label}"
@@ -144,6 +148,7 @@ class Node:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.links = ()  # nodes pickled before side links existed
+        self.group = None  # ... or before operator groups
         for slot, value in state.items():
             setattr(self, slot, value)
 
@@ -186,6 +191,9 @@ def walk(node: Node) -> list[Node]:
 def to_networkx(node: Node, stats: dict[str, dict[str, Any]] | None = None) -> Any:
     """The lineage of ``node`` as a ``networkx.DiGraph``; edges follow the data.
 
+    Every engine node is drawn; a node of an operator group (``flowrl.iter.groups``) carries
+    its group's label as ``group`` (``collapse_groups`` draws each group as one node).
+
     Side links the operators declare (:class:`GraphLink`) add a node per resource
     (``kind="resource"``, ``resource_kind``) and edges with ``side=True`` and their ``label``;
     an operator node that stands for a resource gets ``resource_kind`` too. Side edges may
@@ -205,6 +213,8 @@ def to_networkx(node: Node, stats: dict[str, dict[str, Any]] | None = None) -> A
             "where": current.where,
             "params": dict(current.params),
         }
+        if current.group is not None:
+            attrs["group"] = current.group.label
         if stats and current.id in stats:
             attrs.update(stats[current.id])
         graph.add_node(current.id, **attrs)

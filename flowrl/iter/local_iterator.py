@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 from flowrl.iter.build import drive, open_node
 from flowrl.iter.duplicate import DuplicateChild, DuplicateState
 from flowrl.iter.errors import FlowError
-from flowrl.iter.graph import Kind, Node, callable_label, node_operators, to_networkx, walk
+from flowrl.iter.graph import Kind, Node, callable_label, node_operators, walk
+from flowrl.iter.groups import mark_group, plan_graph
 from flowrl.iter.metrics import MetricsContext, SharedMetrics, get_current_metrics
 from flowrl.iter.scheduling import Build
 from flowrl.iter.sources import IterSource, PolledSource, PollingSource
@@ -474,15 +475,44 @@ class LocalIterator(Generic[T]):
             stat = context.op_stat(node.id)
             stat.items_in, stat.items_out, stat.time_s = int(items_in), int(items_out), seconds
 
-    def graph(self) -> Any:
+    def graph(self, *, internals: bool = False) -> Any:
         """The whole plan as a ``networkx.DiGraph`` (node attributes include ``stats()``).
+
+        An operator that built several engine nodes (``as_operator``, e.g. ``ParallelRollouts``)
+        is one node, as the plan reads; ``internals=True`` shows every engine node.
 
         Examples:
             >>> g = LocalIterator(lambda: [], name="src").for_each(abs).graph()
             >>> [g.nodes[n]["kind"] for n in g.nodes]
             ['source', 'transform']
         """
-        return to_networkx(self._node, self.stats())
+        return plan_graph(self._node, self.stats(), internals=internals)
+
+    def as_operator(self, label: str, *, inputs: Sequence[Any] = ()) -> LocalIterator[T]:
+        """Reads the chain that built this iterator from ``inputs`` as one operator, ``label``.
+
+        For functions that build a plan piece from several engine steps and should read as
+        the call the user wrote: the lineage shows ``label`` in place of the steps, and
+        ``graph()`` draws them as one node (``graph(internals=True)`` draws each). Call it
+        where the chain is built, before the iterator is used further; it marks this
+        iterator's nodes and returns the iterator.
+
+        Args:
+            label: how the call reads, e.g. ``"ParallelRollouts(mode='bulk_sync')"``.
+            inputs: the iterators the operator consumes (none for a source); their own
+                chains stay outside it.
+
+        Examples:
+            >>> evens = LocalIterator(lambda: range(6), name="numbers")
+            >>> pairs = evens.filter(lambda x: x % 2 == 0).batch(2).as_operator(
+            ...     "EvenPairs()", inputs=[evens])
+            >>> repr(pairs.for_each(sum))
+            'numbers.EvenPairs().for_each(sum)'
+            >>> pairs.take(2)
+            [[0, 2], [4]]
+        """
+        mark_group(self._node, label, [source._node for source in inputs])
+        return self
 
 
 def _check_positive(method: str, **values: int) -> None:

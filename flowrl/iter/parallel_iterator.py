@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-from flowrl.iter.graph import GraphLink, Node, callable_label, to_networkx
+from flowrl.iter.graph import GraphLink, Node, callable_label
+from flowrl.iter.groups import plan_graph
 from flowrl.iter.local_iterator import LocalIterator, _check_positive, collect_stats
 from flowrl.iter.metrics import SharedMetrics
 from flowrl.iter.shards import (
@@ -335,14 +336,14 @@ class ParallelIterator(Generic[T]):
         """
         self.gather_sync().show(n)
 
-    def graph(self) -> Any:
+    def graph(self, *, internals: bool = False) -> Any:
         """The plan as a ``networkx.DiGraph`` (see ``LocalIterator.graph``).
 
         Examples:
             >>> sorted(d["kind"] for _, d in from_range(2).for_each(abs).graph().nodes(data=True))
             ['source', 'transform']
         """
-        return to_networkx(self._node, self.stats())
+        return plan_graph(self._node, self.stats(), internals=internals)
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per-operator statistics; all zero until the plan is gathered and run."""

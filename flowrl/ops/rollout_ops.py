@@ -55,7 +55,7 @@ def ParallelRollouts(  # noqa: N802 - a source, named like the operators users k
             )
         source = LocalIterator(_LocalSampler(workers.local_worker()),
                                name="ParallelRollouts(local)")
-        return source.for_each(RecordSampledSteps())
+        return source.for_each(RecordSampledSteps()).as_operator(_rollouts_label(mode, 1))
     shards = from_actors(remote, name="RolloutWorkers", on_actor_failure=workers.recreate_worker,
                          graph_links=[workers_graph_link(workers, "is")])
     if mode == "raw":
@@ -64,7 +64,14 @@ def ParallelRollouts(  # noqa: N802 - a source, named like the operators users k
         gathered = shards.batch_across_shards().for_each(concat_samples, label="concat_samples")
     else:
         gathered = shards.gather_async(num_async=num_async)
-    return gathered.for_each(RecordSampledSteps())
+    # The plan reads as the call written here; graph(internals=True) shows the steps.
+    return gathered.for_each(RecordSampledSteps()).as_operator(_rollouts_label(mode, num_async))
+
+
+def _rollouts_label(mode: str, num_async: int) -> str:
+    """How a `ParallelRollouts` call reads in the plan, e.g. "ParallelRollouts(mode='async')"."""
+    extra = f", num_async={num_async}" if mode == "async" and num_async != 1 else ""
+    return f"ParallelRollouts(mode={mode!r}{extra})"
 
 
 class _LocalSampler:
@@ -158,7 +165,8 @@ def AsyncGradients(workers: WorkerSet, *, num_async: int = 1) -> LocalIterator: 
         )
     on_shards = ParallelRollouts(workers, mode="raw").for_each(ComputeGradientsOnShard())
     gathered = on_shards.gather_async(num_async=num_async).zip_with_source_actor()
-    return gathered.for_each(RecordSampledSteps())
+    extra = "" if num_async == 1 else f"num_async={num_async}"
+    return gathered.for_each(RecordSampledSteps()).as_operator(f"AsyncGradients({extra})")
 
 
 class ConcatBatches:

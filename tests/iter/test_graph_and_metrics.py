@@ -147,3 +147,67 @@ def test_actor_restarts_are_counted_in_metrics(local_executor):
     plan = fi.from_actors(workers, on_actor_failure=replace).gather_sync()
     assert plan.take(10) == [1, 7, 2, 3]
     assert plan.shared_metrics.get().counters["num_actor_restarts"] == 1
+
+
+class Doubler:
+    """An operator that sends its items somewhere (a side link) as well."""
+
+    def __init__(self, sink):
+        self.sink = sink
+
+    def __call__(self, x):
+        return 2 * x
+
+    def graph_links(self):
+        return [fi.GraphLink(self.sink, "Sink", "sink", "to", "items")]
+
+
+def six_numbers():
+    return range(6)
+
+
+def paired_source(name="numbers"):
+    """A source built from two engine steps and read as one operator, `Pairs()`."""
+    return LocalIterator(six_numbers, name=name).batch(2).as_operator("Pairs()")
+
+
+def test_an_operator_built_from_several_steps_reads_as_the_call(local_executor):
+    plan = paired_source().for_each(sum, label="for_each(sum)")
+    assert repr(plan) == "Pairs().for_each(sum)"
+    assert plan.take(3) == [1, 5, 9]
+    graph = plan.graph()
+    assert [a["label"] for _, a in graph.nodes(data=True)] == ["Pairs()", "for_each(sum)"]
+    group = next(a for _, a in graph.nodes(data=True) if a["label"] == "Pairs()")
+    assert group["kind"] == "source" and group["op"] == "operator"
+    assert group["internals"] == ["numbers", "batch(2)"]
+    assert group["items_out"] == 3  # the group's output: the pairs
+    assert list(graph.edges) and all(graph.has_node(n) for e in graph.edges for n in e)
+    inside = plan.graph(internals=True)
+    assert [a["label"] for _, a in inside.nodes(data=True)] == ["numbers", "batch(2)",
+                                                                 "for_each(sum)"]
+    assert [a.get("group") for _, a in inside.nodes(data=True)] == ["Pairs()", "Pairs()", None]
+
+
+def test_an_operator_inside_a_chain_keeps_what_feeds_it(local_executor):
+    numbers = LocalIterator(lambda: range(4), name="numbers")
+    doubled = numbers.for_each(abs).for_each(Doubler("out")).as_operator(
+        "Doubled()", inputs=[numbers])
+    assert repr(doubled.batch(2)) == "numbers.Doubled().batch(2)"
+    graph = doubled.graph()
+    labels = {n: a["label"] for n, a in graph.nodes(data=True)}
+    assert sorted(labels.values()) == ["Doubled()", "Sink", "numbers"]
+    # The side link of a step inside the operator starts at the operator's node.
+    assert [(labels[u], labels[v]) for u, v, a in graph.edges(data=True) if a.get("side")] == [
+        ("Doubled()", "Sink")]
+    assert [(labels[u], labels[v]) for u, v, a in graph.edges(data=True)
+            if not a.get("side")] == [("numbers", "Doubled()")]
+
+
+def test_grouped_plans_pickle_and_keep_reading_as_written(local_executor):
+    import pickle
+
+    plan = pickle.loads(pickle.dumps(paired_source().for_each(sum, label="for_each(sum)")))
+    assert repr(plan) == "Pairs().for_each(sum)" and plan.take(2) == [1, 5]
+    with pytest.raises(ValueError, match="needs a label"):
+        LocalIterator(lambda: [], name="x").as_operator("")
+

@@ -30,7 +30,10 @@ def test_async_yields_single_worker_batches(two_workers):
 def test_local_worker_samples_when_there_are_no_remote_workers(no_remote_workers):
     rollouts = ParallelRollouts(no_remote_workers)
     assert len(next(iter(rollouts))) == 10
-    assert "ParallelRollouts(local)" in repr(rollouts)
+    # The plan reads as the call; the driver-side sampler is one of its engine steps.
+    assert repr(rollouts) == "ParallelRollouts(mode='bulk_sync')"
+    labels = [a["label"] for _, a in rollouts.graph(internals=True).nodes(data=True)]
+    assert labels == ["ParallelRollouts(local)", "for_each(RecordSampledSteps())"]
 
 
 def test_raw_mode_needs_remote_workers(no_remote_workers):

@@ -130,7 +130,7 @@ def test_plan_reads_as_a_store_flow_and_a_train_flow(tiny_config, local_executor
         text = repr(trainer.plan)
     finally:
         trainer.stop()
-    for stage in ("ParallelRollouts(local)", "StoreToReplay(PrioritizedReplayBuffer)",
+    for stage in ("ParallelRollouts(mode='bulk_sync')", "StoreToReplay(PrioritizedReplayBuffer)",
                   "BroadcastWeights()", "Replay(PrioritizedReplayBuffer, num_items=16, "
                   "learning_starts=40)", "UpdatePriorities(PrioritizedReplayBuffer)",
                   "TrainOneStep(", "UpdateTargetNetwork(target_network_update_freq=500, "

@@ -16,7 +16,7 @@ def test_plan_repr_reads_as_the_dataflow(tiny_config, local_executor):
         text = repr(trainer.plan)
     finally:
         trainer.stop()
-    for stage in ("ParallelRollouts(local)", "ConcatBatches(min_batch_size=40)",
+    for stage in ("ParallelRollouts(mode='bulk_sync')", "ConcatBatches(min_batch_size=40)",
                   "StandardizeFields(fields=['advantages'])",
                   "TrainOneStep(num_sgd_iter=2, sgd_minibatch_size=20)", "BroadcastWeights()",
                   "UpdateKL(kl_target=0.01)"):

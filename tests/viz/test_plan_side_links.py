@@ -69,12 +69,16 @@ def side_edges(graph) -> dict[tuple[str, str], str]:
 
 
 def assert_dataflow_unchanged(plan, graph) -> None:
-    """The side links add no dataflow: the data edges are the plan's parents, and acyclic."""
-    operators = [n for n, attrs in graph.nodes(data=True) if attrs["kind"] != "resource"]
+    """The side links add no dataflow: the data edges are the plan's parents, and acyclic,
+    in the plan as written and with every engine node (internals)."""
+    internal = plan.graph(internals=True)
+    operators = [n for n, attrs in internal.nodes(data=True) if attrs["kind"] != "resource"]
     assert sorted(operators) == sorted(plan.stats())
-    flow = nx.DiGraph(dataflow_edges(graph))
-    assert nx.is_directed_acyclic_graph(flow)
-    assert set(flow.edges) == {(u, v) for u, v, a in graph.edges(data=True) if not a.get("side")}
+    for drawn in (graph, internal):
+        flow = nx.DiGraph(dataflow_edges(drawn))
+        assert nx.is_directed_acyclic_graph(flow)
+        assert set(flow.edges) == {(u, v) for u, v, a in drawn.edges(data=True)
+                                   if not a.get("side")}
 
 
 def test_impala_graph_has_the_learner_thread_and_weights_back_to_the_workers(local_executor):
@@ -85,7 +89,8 @@ def test_impala_graph_has_the_learner_thread_and_weights_back_to_the_workers(loc
     enqueue = node_labelled(graph, "Enqueue(learner.inqueue)")
     dequeue = node_labelled(graph, "Dequeue(learner.outqueue)")
     broadcast = node_labelled(graph, "BroadcastToSourceWorkers")
-    workers = node_labelled(graph, "RolloutWorkers")
+    # The rollouts read as the plan calls them, and stand for the workers they sample on.
+    workers = node_labelled(graph, "ParallelRollouts(mode='async', num_async=2)")
     assert graph.nodes[workers]["kind"] == "source"
     assert graph.nodes[workers]["resource_kind"] == "rollout workers"
     assert graph.edges[enqueue, learner] == {"side": True, "label": "batches"}
@@ -123,7 +128,8 @@ def test_apex_graph_joins_the_three_flows_through_replay_actors_and_the_learner(
 
 def test_sync_plans_draw_weights_back_only_when_there_are_remote_workers(local_executor):
     plan, graph = plan_of("ppo")
-    assert side_edges(graph) == {("for_each(BroadcastWeights())", "RolloutWorkers"): "weights"}
+    assert side_edges(graph) == {
+        ("for_each(BroadcastWeights())", "ParallelRollouts(mode='bulk_sync')"): "weights"}
     _, alone = plan_of("ppo", num_workers=0)
     assert side_edges(alone) == {}
     assert all(attrs["kind"] != "resource" for _, attrs in alone.nodes(data=True))
@@ -328,4 +334,4 @@ def test_the_viewer_draws_side_links_dashed_in_a_browser(local_executor, tmp_pat
     assert sorted(drawn.edge_labels) == ["batches", "results", "weights"]
     assert drawn.plain == len(dataflow_edges(graph))
     assert drawn.resources == ["LearnerThread(policy default_policy)"]
-    assert "11 operators, 10 edges, 3 side links" in done.stdout
+    assert "9 operators, 8 edges, 3 side links" in done.stdout
