@@ -37,25 +37,16 @@ lowest-epsilon third of the workers (at least one).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 
-from flowrl.data import MultiAgentBatch, SampleBatch
-from flowrl.iter import GraphLink, LocalIterator, executor
+from flowrl.iter import LocalIterator
 from flowrl.ops import (
-    NUM_WEIGHT_BROADCASTS_COUNTER,
-    PRIORITIES,
-    STEPS_SAMPLED_COUNTER,
-    STEPS_TRAINED_COUNTER,
-    TD_ERRORS,
     Concurrently,
     Dequeue,
     Enqueue,
-    LearnerOutput,
     LearnerThread,
     LockedLearnStep,
     ParallelRollouts,
@@ -67,8 +58,12 @@ from flowrl.ops import (
     TrainResult,
     UpdatePriorities,
 )
-from flowrl.ops.graph_links import workers_graph_link
-from flowrl.ops.learner_thread import stats_by_policy
+from flowrl.ops.distributed_replay import (
+    LearnerOutputToResult,
+    LearnWithTDErrors,
+    UpdateWorkerWeights,
+    WorkerSidePriorities,
+)
 from flowrl.plans.dqn import (
     DQNConfig,
     compute_online_td_errors,
@@ -81,8 +76,7 @@ from flowrl.plans.dqn import (
     with_target_updates,
 )
 from flowrl.policy import EpsilonGreedy, PolicySpec, q_model
-from flowrl.replay import BATCH_INDEXES
-from flowrl.workers import WorkerSet, get_current_worker
+from flowrl.workers import WorkerSet
 from flowrl.workers.replay_actor import create_replay_actors
 
 # Sample requests in flight per rollout worker, and replay requests per replay actor.
@@ -177,152 +171,6 @@ APEX_POLICY = PolicySpec(name="apex", torch_loss=dqn_loss_torch, tf_loss=dqn_los
 """Ape-X's policy: DQN's network and loss, with a constant epsilon per worker."""
 
 
-class WorkerSidePriorities:
-    """Adds initial priorities (|TD error| under the worker's own network) to each batch, on
-    the rollout worker that sampled it.
-
-    A `MultiAgentBatch` gets them per policy, each policy's rows scored with its own network
-    (policies whose config turns `worker_side_prioritization` off are left as they are).
-
-    Consumes: SampleBatch or MultiAgentBatch (on a rollout worker). Yields: the batch with a
-    `priorities` column (per policy).
-    Metrics: none.
-
-    Examples:
-        >>> WorkerSidePriorities()
-        WorkerSidePriorities()
-    """
-
-    def __call__(self, batch: SampleBatch | MultiAgentBatch) -> SampleBatch | MultiAgentBatch:
-        worker = get_current_worker()
-        if isinstance(batch, MultiAgentBatch):
-            return MultiAgentBatch(
-                {pid: _with_priorities(worker.get_policy(pid), rows, check_config=True)
-                 for pid, rows in batch.policy_batches.items()}, batch.env_steps)
-        return _with_priorities(worker.policy, batch)
-
-    def __repr__(self) -> str:
-        return "WorkerSidePriorities()"
-
-
-def _with_priorities(policy: Any, batch: SampleBatch, *, check_config: bool = False
-                     ) -> SampleBatch:
-    if not len(batch) or check_config and not getattr(
-            policy.config, "worker_side_prioritization", False):
-        return batch
-    td_errors = compute_online_td_errors(policy, batch)
-    return SampleBatch({**batch, PRIORITIES: np.abs(td_errors)})
-
-
-class UpdateWorkerWeights:
-    """Sends the learner's weights to a rollout worker once it has sampled
-    `max_weight_sync_delay` env steps since its last update.
-
-    The weights are read under the learner's lock (never half an update) and `put` once per
-    learner version; the same reference goes to every worker that is due. A multi-agent
-    learner sends {policy id: weights} of all its trained policies.
-
-    Consumes: (rollout worker, SampleBatch). Yields: the same pair.
-    Metrics: counter `learner/weight_broadcasts`.
-
-    Examples:
-        >>> UpdateWorkerWeights(None, max_weight_sync_delay=400)
-        UpdateWorkerWeights(max_weight_sync_delay=400)
-    """
-
-    metrics_written = (NUM_WEIGHT_BROADCASTS_COUNTER,)
-
-    def __init__(self, learn_step: LockedLearnStep | None, *,
-                 max_weight_sync_delay: int) -> None:
-        if max_weight_sync_delay < 1:
-            raise ValueError(f"max_weight_sync_delay must be at least 1 env step, got "
-                             f"{max_weight_sync_delay=}")
-        self.learn_step = learn_step
-        self.max_weight_sync_delay = max_weight_sync_delay
-        self.steps_since_update: dict[Any, int] = defaultdict(int)
-        self._weights_ref: Any = None
-        self._weights_version = -1
-
-    def __call__(self, item: tuple[Any, SampleBatch]) -> tuple[Any, SampleBatch]:
-        actor, batch = item
-        self.steps_since_update[actor] += len(batch)
-        if self.steps_since_update[actor] >= self.max_weight_sync_delay:
-            learn_step = self.learn_step
-            if learn_step.version != self._weights_version:
-                with learn_step.lock:
-                    weights = learn_step.get_weights()
-                    version = learn_step.version
-                self._weights_ref = executor.put(weights)
-                self._weights_version = version
-            metrics = LocalIterator.get_metrics()
-            global_vars = {"timestep": int(metrics.counters[STEPS_SAMPLED_COUNTER])}
-            learn_step.workers.set_weights_of(actor, self._weights_ref, global_vars)
-            self.steps_since_update[actor] = 0
-            metrics.counters[NUM_WEIGHT_BROADCASTS_COUNTER] += 1
-        return item
-
-    def graph_links(self) -> list[GraphLink]:
-        """A dashed "weights" edge back to the rollout workers' source."""
-        if self.learn_step is None or not self.learn_step.workers.remote_workers():
-            return []
-        return [workers_graph_link(self.learn_step.workers, "to", "weights")]
-
-    def __repr__(self) -> str:
-        return f"UpdateWorkerWeights(max_weight_sync_delay={self.max_weight_sync_delay})"
-
-
-class LearnWithTDErrors:
-    """One Ape-X update (run by `LockedLearnStep`, under its lock): TD errors of the batch
-    (for its priorities), then one gradient step; the per-row errors and buffer slots ride
-    along in the stats. A `MultiAgentBatch` (the trained policies' rows) trains each policy on
-    its rows and returns {policy id: stats}, each with that policy's TD errors."""
-
-    def __init__(self, workers: WorkerSet, *, with_td_errors: bool) -> None:
-        self.workers = workers
-        self.with_td_errors = with_td_errors
-
-    def __call__(self, batch: SampleBatch | MultiAgentBatch) -> dict[str, Any]:
-        local = self.workers.local_worker()
-        if isinstance(batch, MultiAgentBatch):
-            return {policy_id: self._learn(local.get_policy(policy_id), rows)
-                    for policy_id, rows in batch.policy_batches.items()}
-        return self._learn(local.policy, batch)
-
-    def _learn(self, policy: Any, batch: SampleBatch) -> dict[str, Any]:
-        with_td_errors = self.with_td_errors and BATCH_INDEXES in batch  # prioritized rows
-        td_errors = compute_td_errors(policy, batch) if with_td_errors else None
-        stats: dict[str, Any] = dict(policy.learn_on_batch(batch))
-        if td_errors is not None:
-            stats[TD_ERRORS] = td_errors
-            stats[BATCH_INDEXES] = np.asarray(batch[BATCH_INDEXES])
-        return stats
-
-
-class LearnerOutputToResult:
-    """Turns the learner thread's outputs into `TrainResult`s and counts the samples trained.
-
-    Consumes: LearnerOutput (stats, or {policy id: stats}). Yields: TrainResult (scalar stats
-    per policy id).
-    Metrics: counter `learner/steps_trained`.
-
-    Examples:
-        >>> LearnerOutputToResult()
-        LearnerOutputToResult()
-    """
-
-    metrics_written = (STEPS_TRAINED_COUNTER,)
-
-    def __call__(self, output: LearnerOutput) -> TrainResult:
-        LocalIterator.get_metrics().counters[STEPS_TRAINED_COUNTER] += output.batch_count
-        learner_stats = {
-            policy_id: {name: value for name, value in stats.items() if np.ndim(value) == 0}
-            for policy_id, stats in stats_by_policy(output.stats).items()}
-        return TrainResult(learner_stats=learner_stats, num_steps_trained=output.batch_count)
-
-    def __repr__(self) -> str:
-        return "LearnerOutputToResult()"
-
-
 def replay_actor_options(config: DQNConfig) -> dict[str, Any]:
     """The `ReplayActor` settings (over all shards) a config asks for."""
     return {"capacity": config.buffer_size, "num_items": config.train_batch_size,
@@ -352,7 +200,8 @@ def apex_plan(workers: WorkerSet, config: ApexConfig) -> LocalIterator[TrainResu
             for policy_id, policy_config in policies.items()})
     # One lock between the learner thread and the plan's weight reads and target updates.
     learn_step = LockedLearnStep(
-        workers, learn=LearnWithTDErrors(workers, with_td_errors=prioritized))
+        workers, learn=LearnWithTDErrors(workers, compute_td_errors=compute_td_errors,
+                                         with_td_errors=prioritized))
     learner = LearnerThread(workers, learn=learn_step, in_queue_size=LEARNER_QUEUE_SIZE)
     # The thread starts on the plan's first step, so building or pickling a plan starts none.
     start_learner = StartLearnerThread(learner)
@@ -361,7 +210,8 @@ def apex_plan(workers: WorkerSet, config: ApexConfig) -> LocalIterator[TrainResu
     if policies is not None:  # only the trained policies' rows are stored
         rollouts = rollouts.for_each(SelectExperiences(list(policies)))
     if any(c.worker_side_prioritization for c in (policies or {"": config}).values()):
-        rollouts = rollouts.for_each(WorkerSidePriorities())
+        rollouts = rollouts.for_each(
+            WorkerSidePriorities(compute_td_errors=compute_online_td_errors))
     store = (rollouts.gather_async(num_async=ROLLOUTS_IN_FLIGHT_PER_WORKER)
              .zip_with_source_actor()
              .for_each(RecordSampledSteps())

@@ -63,11 +63,9 @@ from flowrl.ops import (
     UpdateTargetNetwork,
 )
 from flowrl.policy import EpsilonGreedy, PolicySpec, q_model
+from flowrl.policy.postprocessing import BOOTSTRAP_DISCOUNT, n_step_postprocess
 from flowrl.replay import WEIGHTS, MultiAgentReplayBuffer, PrioritizedReplayBuffer, ReplayBuffer
 from flowrl.workers import WorkerSet
-
-BOOTSTRAP_DISCOUNT = "bootstrap_discount"
-"""Column added by n-step postprocessing: gamma^m for the m rewards summed into `rewards`."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,58 +154,6 @@ class DQNConfig(AlgorithmConfig):
                      "prioritized_replay_eps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {name}={getattr(self, name)}.")
-
-
-# ---- n-step returns (per trajectory piece, on the rollout workers) ---------------------------
-
-
-def n_step_returns(batch: SampleBatch, n_step: int, gamma: float) -> SampleBatch:
-    """Rewrites one trajectory piece into n-step transitions.
-
-    Row t gets `rewards = sum_{k<m} gamma^k r_{t+k}` with m = min(n_step, rows left in the
-    piece), the `new_obs`, `terminateds` and `truncateds` of row t+m-1, and
-    `bootstrap_discount = gamma^m`. Only a piece's last row may end its episode; the loss
-    bootstraps `bootstrap_discount * Q(new_obs)` unless that row terminated.
-
-    Raises:
-        ValueError: n_step < 1, or an episode end before the piece's last row.
-
-    Examples:
-        >>> piece = SampleBatch(rewards=np.array([1.0, 2.0, 3.0]), new_obs=np.arange(3.0),
-        ...                     terminateds=np.array([False, False, True]),
-        ...                     truncateds=np.zeros(3, bool))
-        >>> out = n_step_returns(piece, n_step=2, gamma=0.5)
-        >>> out["rewards"].tolist(), out["new_obs"].tolist(), out["bootstrap_discount"].tolist()
-        ([2.0, 3.5, 3.0], [1.0, 2.0, 2.0], [0.25, 0.25, 0.5])
-    """
-    if n_step < 1:
-        raise ValueError(f"n_step must be at least 1, got {n_step=}")
-    terminateds = np.asarray(batch["terminateds"], dtype=bool)
-    truncateds = np.asarray(batch["truncateds"], dtype=bool)
-    length = len(terminateds)
-    if length > 1 and (terminateds[:-1].any() or truncateds[:-1].any()):
-        raise ValueError("n_step_returns needs one trajectory piece (an episode may end only "
-                         "at its last row); split the fragment with trajectory_bounds first")
-    rewards = np.asarray(batch["rewards"], dtype=np.float64)
-    rows = np.arange(length)
-    steps = np.minimum(n_step, length - rows)
-    returns = np.zeros(length, dtype=np.float64)
-    for k in range(min(n_step, length)):
-        reached = rows + k < length
-        returns[reached] += gamma**k * rewards[rows[reached] + k]
-    last = rows + steps - 1
-    columns = dict(batch)
-    columns["rewards"] = returns.astype(np.float32)
-    columns["new_obs"] = np.asarray(batch["new_obs"])[last]
-    columns["terminateds"] = terminateds[last]
-    columns["truncateds"] = truncateds[last]
-    columns[BOOTSTRAP_DISCOUNT] = (float(gamma) ** steps).astype(np.float32)
-    return SampleBatch(columns)
-
-
-def n_step_postprocess(policy: Any, batch: SampleBatch) -> SampleBatch:
-    """The DQN policy's postprocessing: `n_step_returns` with the policy's config."""
-    return n_step_returns(batch, policy.config.n_step, policy.config.gamma)
 
 
 # ---- losses and TD errors ---------------------------------------------------------------------

@@ -30,6 +30,7 @@ MODULES = [
     "flowrl.ops.learner_thread",
     "flowrl.ops.learner_flows",
     "flowrl.ops.coefficient_ops",
+    "flowrl.ops.distributed_replay",
     "flowrl.ops.rollout_ops",
     "flowrl.viz.dot",
 ]

@@ -16,7 +16,8 @@ from flowrl.ops import (
     LockedLearnStep,
     UpdateTargetNetwork,
 )
-from flowrl.plans.apex import ApexConfig, UpdateWorkerWeights, apex_epsilon
+from flowrl.ops.distributed_replay import UpdateWorkerWeights
+from flowrl.plans.apex import ApexConfig, apex_epsilon
 from flowrl.policy import SampleBatch
 
 

@@ -13,10 +13,10 @@ from flowrl.plans.dqn import (
     DQN_POLICY,
     DQNConfig,
     compute_td_errors,
-    n_step_returns,
     round_robin_weights,
 )
 from flowrl.policy import SampleBatch
+from flowrl.policy.postprocessing import n_step_returns
 
 FRAMEWORKS = ["torch", pytest.param("tf", marks=pytest.mark.tf)]
 
