@@ -120,12 +120,13 @@ def test_checkpoint_restores_weights_optimizer_and_filter_and_continues(local_ex
         restored.stop()
 
 
-def test_torch_model_through_flat_weights(local_executor):
-    trainer = _trainer(num_workers=0, numpy_policy=False)
+@pytest.mark.parametrize("framework", ["torch", pytest.param("tf", marks=pytest.mark.tf)])
+def test_framework_model_through_flat_weights(local_executor, framework):
+    trainer = _trainer(num_workers=0, numpy_policy=False, framework=framework)
     try:
         result = trainer.train()
         policy = trainer.get_policy()
-        assert policy.framework == "torch"
+        assert policy.framework == framework
         assert policy.num_params == 4 * 8 + 8 + 8 * 2 + 2
         assert result["info"]["learner"]["default_policy"]["update_norm"] > 0
     finally:
@@ -235,3 +236,46 @@ def test_config_rejects_bad_values():
         ESConfig(noise_stdev=0.0)
     with pytest.raises(ValueError, match="episodes_per_batch"):
         ESConfig(episodes_per_batch=1)
+
+
+@pytest.mark.slow
+def test_a_two_node_cluster_holds_one_copy_of_the_table_per_node():
+    # A second Ray instance cannot start in this process (one per test session): subprocess.
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    benchmarks = Path(__file__).resolve().parents[2] / "benchmarks"
+    sys.path.insert(0, str(benchmarks))
+    try:
+        from gradient_free import NOISE_CODE
+    finally:
+        sys.path.remove(str(benchmarks))
+    out = subprocess.run([sys.executable, "-c", NOISE_CODE.format(args=1_000_000)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    measured = json.loads(out.stdout.strip().splitlines()[-1])
+    table_bytes = measured["table_bytes"]
+    assert measured["store_bytes_after_create"]["node_b"] < table_bytes  # not copied yet
+    for node, used in measured["store_bytes_after_4_readers"].items():
+        assert table_bytes <= used < 2 * table_bytes, (node, measured)  # one copy, not two
+    assert len({reader["node"] for reader in measured["readers"]}) == 2  # two per node
+    assert not any(reader["writeable"] or reader["owndata"] for reader in measured["readers"])
+
+
+def test_numpy_and_torch_policies_share_weight_names_and_actions():
+    import gymnasium as gym
+
+    from flowrl.config import from_dict
+    from flowrl.plans.es import ES_POLICY
+
+    spaces = gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(3)
+    config = from_dict(ESConfig, {"model": {"fcnet_hiddens": [8]}, "seed": 0})
+    torch_backed = ES_POLICY.build(*spaces, config.replace(numpy_policy=False))
+    numpy_backed = ES_POLICY.build(*spaces, config)
+    numpy_backed.set_weights(torch_backed.get_weights())
+    obs = np.random.default_rng(0).uniform(-1, 1, (64, 4)).astype(np.float32)
+    theta = torch_backed.get_flat_weights() * 50  # large weights: actions differ across rows
+    np.testing.assert_array_equal(numpy_backed.compute_actions_with(theta, obs),
+                                  torch_backed.compute_actions_with(theta, obs))
