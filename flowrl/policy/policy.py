@@ -197,7 +197,6 @@ class Policy(ABC):
         returns (actions, state_out, extras)."""
         raise TypeError(self._wrong_model("sample an action distribution", ACTOR_CRITIC))
 
-    @abstractmethod
     def forward(self, obs_rows: np.ndarray, state: list[np.ndarray] | None = None
                 ) -> tuple[tuple[np.ndarray, ...], list[np.ndarray]]:
         """The model's contract outputs for PREPROCESSED rows, as numpy, without gradients.
@@ -205,8 +204,9 @@ class Policy(ABC):
         Returns `(outputs, state_out)`: outputs in the contract's order (actor-critic:
         `(dist_inputs, values)`; Q: `(q_values,)`; deterministic actor: `(actions,)`), and the
         state after this step (`[]` for a stateless model; `state=None` starts recurrent
-        models from `initial_state()`).
+        models from `initial_state()`). `TorchPolicy` and `TFPolicy` implement it.
         """
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward()")
 
     def check_contract(self, contract: ModelContract, what: str) -> None:
         """Raises TypeError unless the policy's model meets `contract` (`what` it would do)."""
@@ -312,13 +312,13 @@ class Policy(ABC):
         return model_class(self.preprocessor.shape, self.action_space,
                            self.model_spec.output_size, self.config.model, **options)
 
-    @abstractmethod
     def _weights_view(self, model: Any) -> Any:
         """The framework's weight view of a model (`names`, `params`, `parameters()`, ...)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _weights_view()")
 
-    @abstractmethod
     def _to_framework(self, array: np.ndarray) -> Any:
         """A numpy array as this framework's tensor (on the policy's device)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _to_framework()")
 
     def _check_custom_model(self, model: Any) -> None:
         """Calls a custom model once on zeros (this also creates a Keras model's lazy
