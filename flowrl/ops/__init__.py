@@ -6,7 +6,7 @@ Sources and combinators keep the names users of earlier dataflow RL APIs know
 """
 
 from flowrl.data import DEFAULT_POLICY_ID
-from flowrl.ops.coefficient_ops import UpdateKL
+from flowrl.ops.coefficient_ops import AdaptKLCoefficient, UpdateKL
 from flowrl.ops.concurrency import Concurrently, Dequeue, Enqueue, WatchedQueue
 from flowrl.ops.imperative import training_step_plan
 from flowrl.ops.learner_thread import (
@@ -61,6 +61,7 @@ from flowrl.ops.train_ops import (
 )
 
 __all__ = [
+    "AdaptKLCoefficient",
     "APPLY_GRADS_TIMER",
     "BROADCAST_TIMER",
     "COMPUTE_GRADS_TIMER",

@@ -51,8 +51,8 @@ it out of the stored columns and gives the new rows these priorities."""
 TD_ERRORS = "td_errors"
 """The learner statistic holding per-row TD errors of a replayed batch (Ape-X's learner)."""
 
-TargetUpdateBy = Literal["sampled", "trained"]
-_TARGET_UPDATE_BY = ("sampled", "trained")
+TargetUpdateBy = Literal["sampled", "trained", "updates"]
+_TARGET_UPDATE_BY = ("sampled", "trained", "updates")
 
 # Unanswered `add`/`update_priorities` calls allowed per replay actor before a store waits.
 _MAX_PENDING_CALLS_PER_SHARD = 8
@@ -518,7 +518,9 @@ class UpdateTargetNetwork:
     """Updates the learner's target network every `target_network_update_freq` steps.
 
     Counts env steps sampled (`by="sampled"`, DQN) or samples trained on (`by="trained"`,
-    Ape-X, whose learner runs at its own pace) in the shared counters, and moves the target
+    Ape-X, whose learner runs at its own pace) in the shared counters, or the learner thread's
+    updates (`by="updates"`, APPO: `target_network_update_freq` learner updates; needs
+    `learn_step`), and moves the target
     toward the online network (`policy.update_target(tau)`; tau=1 copies it) each time that
     many have passed since the last update. `policy_id` picks a multi-agent learner's policy.
     With a learner thread, pass its `LockedLearnStep` as `learn_step`: the update then takes
@@ -543,8 +545,11 @@ class UpdateTargetNetwork:
                              f"{target_network_update_freq!r}")
         if by not in _TARGET_UPDATE_BY:
             raise ValueError(f"UpdateTargetNetwork by={by!r} is not one of "
-                             f"{list(_TARGET_UPDATE_BY)} (count env steps sampled or samples "
-                             "trained)")
+                             f"{list(_TARGET_UPDATE_BY)} (count env steps sampled, samples "
+                             "trained or learner updates)")
+        if by == "updates" and learn_step is None:
+            raise ValueError("UpdateTargetNetwork(by='updates') counts a learner thread's "
+                             "updates: pass its LockedLearnStep as learn_step")
         if not 0.0 < tau <= 1.0:
             raise ValueError(f"UpdateTargetNetwork needs tau in (0, 1], got {tau=}")
         self.workers = workers
@@ -557,8 +562,11 @@ class UpdateTargetNetwork:
 
     def __call__(self, item: Any) -> Any:
         counters = LocalIterator.get_metrics().counters
-        now = int(counters[STEPS_SAMPLED_COUNTER if self.by == "sampled" else
-                           STEPS_TRAINED_COUNTER])
+        if self.by == "updates":
+            now = int(self.learn_step.version)
+        else:
+            now = int(counters[STEPS_SAMPLED_COUNTER if self.by == "sampled" else
+                               STEPS_TRAINED_COUNTER])
         if now - self.last_update_at >= self.target_network_update_freq:
             policy = _learner_policy(self.workers, self.policy_id)
             if self.learn_step is None:

@@ -11,9 +11,10 @@ Implementation details:
    1 +- `clip_param`. It is computed as (behaviour / target, clipped to [0, 2]) x (new /
    behaviour), as in RLlib's APPO, so far-off-policy samples cannot inflate it.
 3. The target network is set to the learner's weights every `target_update_frequency`
-   learner updates, by its own operator on the plan side (`UpdateTargetAndKL`).
+   learner updates, by its own operator on the plan side (`UpdateTargetNetwork(by="updates")`).
 4. Optional KL loss (`use_kl_loss`): `kl_coeff` * KL(target || new), its coefficient adapted
-   at each target update toward `kl_target` (x1.5 above 2 x target, x0.5 below half of it).
+   at each target update toward `kl_target` (x1.5 above 2 x target, x0.5 below half of it;
+   `AdaptKLCoefficient`).
 5. Value loss to the V-trace targets `vs` and an entropy bonus, as in IMPALA.
 
 Metrics reported: IMPALA's, plus `info/learner/default_policy/{kl, kl_coeff, mean_ratio}` and
@@ -25,17 +26,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from flowrl.data import DEFAULT_POLICY_ID
 from flowrl.iter import LocalIterator
-from flowrl.ops import KL_COEFF_INFO, Concurrently, LearnerOutput, LockedLearnStep
+from flowrl.ops import AdaptKLCoefficient, Concurrently, UpdateTargetNetwork
 from flowrl.ops.learner_flows import BroadcastToSourceWorkers
-from flowrl.ops.learner_thread import stats_by_policy
 from flowrl.plans.impala import IMPALAConfig, build_learner_flows, fragments_with_sources
 from flowrl.policy import PolicySpec
 from flowrl.policy.vtrace import vtrace_targets_tf, vtrace_targets_torch
 from flowrl.workers import WorkerSet
-
-NUM_TARGET_UPDATES_COUNTER = "learner/target_updates"
-"""Times APPO's target network was set to the learner's weights."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,73 +145,6 @@ APPO_POLICY = PolicySpec(name="appo", torch_loss=appo_loss_torch, tf_loss=appo_l
 """APPO's policy: sampled actions, raw fragments, a target network as the old policy."""
 
 
-class UpdateTargetAndKL:
-    """Refreshes the target network every `target_update_frequency` learner updates and, with
-    `use_kl_loss`, adapts the KL coefficient toward `kl_target` at the same time. With several
-    trained policies, each policy's target network and KL coefficient (from its own KLs).
-
-    Takes the learner's lock, so it never changes the target network during an update.
-
-    Consumes: LearnerOutput. Yields: the same LearnerOutput, `kl_coeff` added to its stats.
-    Metrics: counter `learner/target_updates`; info `learner/kl_coeff`.
-
-    Examples:
-        >>> UpdateTargetAndKL(learn_step, target_update_frequency=2, kl_target=0.01,
-        ...                   use_kl_loss=False)  # doctest: +SKIP
-        UpdateTargetAndKL(target_update_frequency=2, use_kl_loss=False)
-    """
-
-    metrics_written = (NUM_TARGET_UPDATES_COUNTER, KL_COEFF_INFO)
-
-    def __init__(self, learn_step: LockedLearnStep, *, target_update_frequency: int,
-                 kl_target: float, use_kl_loss: bool) -> None:
-        if target_update_frequency < 1:
-            raise ValueError(f"target_update_frequency must be at least 1, got "
-                             f"{target_update_frequency=}.")
-        self.learn_step = learn_step
-        self.target_update_frequency = target_update_frequency
-        self.kl_target = kl_target
-        self.use_kl_loss = use_kl_loss
-        self.last_update_version = 0
-        self._kls: dict[str, list[float]] = {}
-
-    def __call__(self, output: LearnerOutput) -> LearnerOutput:
-        metrics = LocalIterator.get_metrics()
-        # One stats dict per policy the update trained (a single policy's stats are flat).
-        per_policy = stats_by_policy(output.stats)
-        for policy_id, stats in per_policy.items():
-            if "kl" in stats:
-                self._kls.setdefault(policy_id, []).append(float(stats["kl"]))
-        policies = self.learn_step.trained_policies()
-        if output.learner_version - self.last_update_version >= self.target_update_frequency:
-            with self.learn_step.lock:
-                for policy_id, policy in policies.items():
-                    policy.update_target()
-                    kls = self._kls.get(policy_id)
-                    if self.use_kl_loss and kls:
-                        self._adapt_kl_coefficient(policy, sum(kls) / len(kls))
-                self.last_update_version = self.learn_step.version
-            self._kls = {}
-            metrics.counters[NUM_TARGET_UPDATES_COUNTER] += 1
-        for policy_id, policy in policies.items():
-            coeff = float(policy.get_coefficient("kl_coeff"))
-            metrics.info[KL_COEFF_INFO] = coeff
-            if policy_id in per_policy:
-                per_policy[policy_id]["kl_coeff"] = coeff
-        return output
-
-    def _adapt_kl_coefficient(self, policy: Any, mean_kl: float) -> None:
-        coeff = float(policy.get_coefficient("kl_coeff"))
-        if mean_kl > 2.0 * self.kl_target:
-            policy.set_coefficient("kl_coeff", coeff * 1.5)
-        elif mean_kl < 0.5 * self.kl_target:
-            policy.set_coefficient("kl_coeff", coeff * 0.5)
-
-    def __repr__(self) -> str:
-        return (f"UpdateTargetAndKL(target_update_frequency={self.target_update_frequency}, "
-                f"use_kl_loss={self.use_kl_loss})")
-
-
 def appo_flow(fragments: LocalIterator[tuple[Any, Any]], workers: WorkerSet,
               config: APPOConfig, policy_id: str | None = None) -> LocalIterator:
     """APPO's training flow for one policy: IMPALA's learner thread and broadcasts, plus
@@ -228,10 +159,16 @@ def appo_flow(fragments: LocalIterator[tuple[Any, Any]], workers: WorkerSet,
             (the default policy of a single-agent run).
     """
     flows = build_learner_flows(fragments, workers, config, policy_id)
-    # The target network (the "old policy") follows the learner every few updates.
-    updated = flows.dequeue.for_each(UpdateTargetAndKL(
-        flows.learn_step, target_update_frequency=config.target_update_frequency,
-        kl_target=config.kl_target, use_kl_loss=config.use_kl_loss))
+    # The target network (the "old policy") follows the learner every few updates ...
+    updated = flows.dequeue
+    for trained in flows.learn_step.trained_policies():
+        updated = updated.for_each(UpdateTargetNetwork(
+            workers, config.target_update_frequency, by="updates", learn_step=flows.learn_step,
+            **({} if trained == DEFAULT_POLICY_ID else {"policy_id": trained})))
+    # ... and the KL coefficient (with use_kl_loss) is adapted at the same updates.
+    updated = updated.for_each(AdaptKLCoefficient(
+        flows.learn_step, kl_target=config.kl_target,
+        every_updates=config.target_update_frequency, adapt=config.use_kl_loss))
     # Each learner update sends fresh weights to the worker(s) that sent its batch.
     broadcast = updated.for_each(BroadcastToSourceWorkers(
         workers, flows.learn_step, flows.versions,

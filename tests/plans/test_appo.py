@@ -9,8 +9,8 @@ import pytest
 import flowrl
 from flowrl.config import from_dict
 from flowrl.iter.metrics import MetricsContext
-from flowrl.ops import LearnerOutput, LockedLearnStep
-from flowrl.plans.appo import APPO_POLICY, APPOConfig, UpdateTargetAndKL
+from flowrl.ops import AdaptKLCoefficient, LearnerOutput, LockedLearnStep, UpdateTargetNetwork
+from flowrl.plans.appo import APPO_POLICY, APPOConfig
 from flowrl.policy import SampleBatch
 
 FRAMEWORKS = ["torch", pytest.param("tf", marks=pytest.mark.tf)]
@@ -66,8 +66,7 @@ def output(version, kl=0.0):
 def test_target_network_follows_the_learner_every_target_update_frequency_updates():
     policy = appo_policy()
     learn_step = LockedLearnStep(OneWorker(policy))
-    update = UpdateTargetAndKL(learn_step, target_update_frequency=2, kl_target=0.01,
-                               use_kl_loss=False)
+    update = UpdateTargetNetwork(OneWorker(policy), 2, by="updates", learn_step=learn_step)
     metrics = MetricsContext()
     batch = fragment_batch()
     with metrics.activate():
@@ -87,12 +86,24 @@ def test_target_network_follows_the_learner_every_target_update_frequency_update
 def test_kl_coefficient_adapts_toward_the_target_at_each_target_update():
     policy = appo_policy(use_kl_loss=True, kl_coeff=1.0)
     learn_step = LockedLearnStep(OneWorker(policy))
-    update = UpdateTargetAndKL(learn_step, target_update_frequency=1, kl_target=0.01,
-                               use_kl_loss=True)
+    update = AdaptKLCoefficient(learn_step, kl_target=0.01, every_updates=1)
     with MetricsContext().activate():
         assert update(output(1, kl=0.5)).stats["kl_coeff"] == pytest.approx(1.5)
         assert update(output(2, kl=0.01)).stats["kl_coeff"] == pytest.approx(1.5)
         assert update(output(3, kl=0.0001)).stats["kl_coeff"] == pytest.approx(0.75)
+    # Every second update, from the mean KL of both; without adapt only reported.
+    every_other = AdaptKLCoefficient(learn_step, kl_target=0.01, every_updates=2)
+    fixed = AdaptKLCoefficient(learn_step, kl_target=0.01, every_updates=1, adapt=False)
+    with MetricsContext().activate():
+        assert every_other(output(1, kl=0.5)).stats["kl_coeff"] == pytest.approx(0.75)
+        # mean KL (0.5 + 0.001) / 2 is above twice the target
+        assert every_other(output(2, kl=0.001)).stats["kl_coeff"] == pytest.approx(1.125)
+        assert fixed(output(3, kl=9.0)).stats["kl_coeff"] == pytest.approx(1.125)
+
+
+def test_updating_a_target_by_learner_updates_needs_the_learn_step():
+    with pytest.raises(ValueError, match="pass its LockedLearnStep"):
+        UpdateTargetNetwork(None, 2, by="updates")
 
 
 def behaviour_logp(policy, batch):
