@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from flowrl.checkpoint import flatten_state, unflatten_state
 from flowrl.config import AlgorithmConfig
 from flowrl.policy import OptimizerGroup, PolicySpec, SampleBatch
 
@@ -157,7 +158,8 @@ def test_get_state_carries_every_groups_optimizer_state(source, target):
     assert set(state["optimizer"]["groups"]["actor"]["exp_avg"]) == {
         n for n in trained.get_weights() if n.startswith("pi/")}
     restored = build(target, seed=11, critic_period=2)
-    restored.set_state(pickle.loads(pickle.dumps(state)))
+    # Through the checkpoint's own serialization (a JSON tree plus named arrays) and pickle.
+    restored.set_state(pickle.loads(pickle.dumps(unflatten_state(*flatten_state(state)))))
     assert restored.num_updates == 3
     # The next update is the fourth (index 3): the critic skips it, Adam continues at step 4.
     for policy in (trained, restored):
