@@ -88,12 +88,7 @@ def a2c_flow(experiences: LocalIterator[Any], workers: WorkerSet, config: A2CCon
              policy_id: str | None = None) -> LocalIterator[TrainResult]:
     """A2C's training flow for one policy: one (possibly microbatched) update per batch, sync.
 
-    Args:
-        experiences: the policy's experiences, sampled in lock-step.
-        workers: the rollout workers (the learner's policy is the local worker's).
-        config: the policy's typed config.
-        policy_id: the policy this flow trains; None trains the workers' own trained policies
-            (the default policy of a single-agent run).
+    Takes the arguments of `flowrl.plans.pg.pg_flow`.
     """
     policy_ids = None if policy_id is None else [policy_id]
     if not config.microbatch_size:

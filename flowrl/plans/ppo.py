@@ -157,12 +157,7 @@ def ppo_flow(experiences: LocalIterator[Any], workers: WorkerSet, config: PPOCon
              policy_id: str | None = None) -> LocalIterator[TrainResult]:
     """PPO's training flow for one policy: full batches, minibatch SGD, sync, adapt the KL.
 
-    Args:
-        experiences: the policy's experiences, sampled in lock-step.
-        workers: the rollout workers (the learner's policy is the local worker's).
-        config: the policy's typed config.
-        policy_id: the policy this flow trains; None trains the workers' own trained policies
-            (the default policy of a single-agent run).
+    Takes the arguments of `flowrl.plans.pg.pg_flow`.
     """
     policy_ids = None if policy_id is None else [policy_id]
     # Collect a full train batch and standardize its advantages.
