@@ -260,7 +260,9 @@ class Policy(ABC):
                 return self._new_custom_model(model_class, options, init_seed)
         self.model_name = getattr(model_class, "__qualname__", str(model_class))
         self.model = make()
-        if custom is not None:
+        # Custom models, and an algorithm's own recurrent ones, are probed against the contract.
+        probe = custom is not None or callable(getattr(self.model, "initial_state", None))
+        if probe:
             self._check_custom_model(self.model)
         self.model_weights = self._weights_view(self.model)
         self._weight_shapes = {name: tuple(np.shape(value))
@@ -268,7 +270,7 @@ class Policy(ABC):
         self.target_model = self.target_weights = None
         if self.spec.target_network:
             self.target_model = make()
-            if custom is not None:
+            if probe:
                 self._check_custom_model(self.target_model)
             self.target_weights = self._weights_view(self.target_model)
             self.target_weights.set_weights(self.model_weights.get_weights())
@@ -690,8 +692,11 @@ def _rebuild_policy(cls: type, arguments: tuple, options: dict, state: dict) -> 
     return policy
 
 
-def _import_path(path: str) -> Any:
-    """The object at `"package.module:Name"` (a built-in model class of one framework)."""
+def _import_path(path: Any) -> Any:
+    """The object at `"package.module:Name"` (a model spec's class of one framework); a class
+    given itself is returned as it is."""
+    if not isinstance(path, str):
+        return path
     module_name, _, name = path.partition(":")
     return getattr(importlib.import_module(module_name), name)
 

@@ -7,7 +7,10 @@ registry, pickle, and give clear errors when they break the contract.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import pickle
+from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -18,7 +21,15 @@ import flowrl
 from flowrl.config import from_dict
 from flowrl.plans.dqn import DQN_POLICY
 from flowrl.plans.ppo import PPO_POLICY, PPOConfig
-from flowrl.policy import register_model, unregister_model
+from flowrl.policy import (
+    ACTOR_CRITIC,
+    PolicySpec,
+    TorchParameters,
+    pg_loss_tf,
+    pg_loss_torch,
+    register_model,
+    unregister_model,
+)
 from flowrl.policy.model_contract import resolve_model_class
 
 OBS = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
@@ -203,3 +214,70 @@ class NotAModule:
 
     def __call__(self, obs):
         return self.zeros(obs.shape[0], self.num_outputs), self.zeros(obs.shape[0])
+
+
+# ---- an algorithm's own network, with neutral weight names in both frameworks -----------------
+
+
+class TorchLinearActorCritic(TorchParameters):
+    """Linear policy and value heads over neutral names (`pi/kernel`, `vf/kernel`, ...)."""
+
+    def forward(self, obs):
+        x = obs.float().reshape(obs.shape[0], -1)
+        return self.dense(x, "pi"), self.dense(x, "vf").squeeze(-1)
+
+    __call__ = forward
+
+
+@functools.cache
+def _tf_linear_actor_critic():
+    """The TF twin, made on first use so that this module imports without TensorFlow."""
+    import tensorflow as tf
+
+    from flowrl.policy import TFParameters
+
+    class TFLinearActorCritic(TFParameters):
+        def __call__(self, obs):
+            x = tf.reshape(tf.cast(obs, tf.float32), [tf.shape(obs)[0], -1])
+            return self.dense(x, "pi"), self.dense(x, "vf")[:, 0]
+
+    return TFLinearActorCritic
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearActorCriticSpec:
+    """The architecture an algorithm module defines: contract, sizes, names, seeded init."""
+
+    obs_size: int
+    output_size: int
+    contract: ClassVar = ACTOR_CRITIC
+    torch_class: ClassVar = TorchLinearActorCritic
+    tf_class: ClassVar = property(lambda self: _tf_linear_actor_critic())
+
+    def weight_shapes(self):
+        return {"pi/kernel": (self.obs_size, self.output_size), "pi/bias": (self.output_size,),
+                "vf/kernel": (self.obs_size, 1), "vf/bias": (1,)}
+
+    def initial_weights(self, rng):
+        return {name: (0.1 * rng.standard_normal(shape)).astype(np.float32)
+                for name, shape in self.weight_shapes().items()}
+
+
+def linear_model(config, obs_shape, action_space):
+    return LinearActorCriticSpec(int(np.prod(obs_shape)), int(action_space.n))
+
+
+LINEAR_POLICY = PolicySpec(name="linear_pg", torch_loss=pg_loss_torch, tf_loss=pg_loss_tf,
+                           model=linear_model, config_class=PPOConfig)
+
+
+@pytest.mark.tf
+def test_an_algorithms_own_model_with_neutral_names_moves_between_frameworks():
+    torch_policy = LINEAR_POLICY.build(OBS, TWO, {"seed": 0})
+    tf_policy = LINEAR_POLICY.build(OBS, TWO, {"seed": 3, "framework": "tf"})
+    assert isinstance(torch_policy.model, TorchLinearActorCritic)
+    assert list(torch_policy.get_weights()) == ["pi/kernel", "pi/bias", "vf/kernel", "vf/bias"]
+    tf_policy.set_weights(torch_policy.get_weights())
+    obs = np.random.default_rng(2).uniform(-1, 1, (6, 4)).astype(np.float32)
+    for ours, theirs in zip(torch_policy.forward(obs)[0], tf_policy.forward(obs)[0]):
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)
