@@ -56,7 +56,10 @@ def test_plan_builds_and_serializes_before_running(algo, tiny_config, local_exec
         assert pickle.loads(pickle.dumps(ALGORITHMS[algo])).plan is ALGORITHMS[algo].plan
         graph = trainer.plan_graph()
         labels = [data["label"] for _, data in graph.nodes(data=True)]
-        assert any("ParallelRollouts" in label or "RolloutWorkers" in label for label in labels)
+        # The plan reads as written: its experience source is the operator the plan calls.
+        sources = ("ParallelRollouts(", "AsyncGradients(", "RolloutWorkers",
+                   "PerturbationRollouts")
+        assert any(label.startswith(sources) for label in labels), labels
     finally:
         trainer.stop()
 
