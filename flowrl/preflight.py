@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from flowrl.envs import is_multi_agent_env
 from flowrl.iter.executor import is_local_mode, visible_gpu_count
 from flowrl.policy.policy import learner_gpus
@@ -46,6 +48,7 @@ def check_env_spaces(spec: Any, config: Any, env_creator: Any, env_name: str) ->
         if is_multi_agent_env(env):
             return
         observation_space, action_space = env.observation_space, env.action_space
+        check_observations_fit(env, env_name)
     finally:
         close = getattr(env, "close", None)
         if callable(close):
@@ -58,6 +61,50 @@ def check_env_spaces(spec: Any, config: Any, env_creator: Any, env_name: str) ->
         raise ValueError(
             f"{spec.name} cannot run on env {env_name!r} (observation_space="
             f"{observation_space}, action_space={action_space}): {error}") from None
+
+
+def check_observations_fit(env: Any, env_name: str) -> None:
+    """Resets `env` and takes one random step; raises if an observation is not in its
+    `observation_space` (gymnasium's vector env would otherwise fail deep inside with "Output
+    array is the wrong shape").
+
+    Raises:
+        ValueError: naming the env, the call, its space and the observation's shape and dtype.
+    """
+    space = env.observation_space
+    observation, _ = env.reset(seed=0)
+    _check_fits(space, observation, env_name, "reset()")
+    observation, *_ = env.step(env.action_space.sample())
+    _check_fits(space, observation, env_name, "step()")
+
+
+def _fits(space: Any, observation: Any) -> bool:
+    """Whether `observation` has the structure and shape `space` declares; Box bounds are not
+    checked (envs often exceed them a little, and nothing downstream needs them)."""
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Box):
+        array = np.asarray(observation)
+        return array.shape == space.shape and array.dtype.kind in "biuf"
+    if isinstance(space, gym.spaces.Dict):
+        return (isinstance(observation, dict) and set(observation) == set(space.spaces)
+                and all(_fits(space[key], observation[key]) for key in space.spaces))
+    if isinstance(space, gym.spaces.Tuple):
+        return (isinstance(observation, tuple) and len(observation) == len(space.spaces)
+                and all(_fits(sub, part) for sub, part in zip(space.spaces, observation)))
+    return bool(space.contains(observation))
+
+
+def _check_fits(space: Any, observation: Any, env_name: str, call: str) -> None:
+    if _fits(space, observation):
+        return
+    array = np.asarray(observation) if not isinstance(observation, dict | tuple) else None
+    shape = (f"shape {array.shape}, dtype {array.dtype}" if array is not None
+             else f"type {type(observation).__name__}")
+    raise ValueError(
+        f"The env {env_name!r} returned an observation from {call} that is not in its "
+        f"observation_space {space}: {shape}. Make the env's observations match the space it "
+        f"declares (structure and shape), or declare the space its observations have.")
 
 
 def check_machine(config: Any, *, local_mode: bool | None, address: str | None) -> None:

@@ -108,8 +108,12 @@ class DivergenceMonitor:
 def format_progress(result: Mapping[str, Any]) -> str:
     """One line per iteration: iteration, steps, returns, throughput, time."""
     reward = result.get("episode_reward_mean", float("nan"))
+    per_policy = result.get("policy_reward_mean") or {}
     if isinstance(reward, float) and math.isnan(reward):
         reward_text = "reward    n/a"
+    elif len(per_policy) > 1:  # the sum over agents says little (0 in a zero-sum game)
+        reward_text = "reward " + ", ".join(f"{pid} {value:.1f}"
+                                            for pid, value in per_policy.items())
     else:
         reward_text = (f"reward {reward:7.1f} (min {result['episode_reward_min']:.0f}, "
                        f"max {result['episode_reward_max']:.0f})")

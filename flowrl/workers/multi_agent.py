@@ -19,6 +19,7 @@ env that `flowrl.envs.is_multi_agent_env` recognises.
 from __future__ import annotations
 
 import collections
+import inspect
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +98,8 @@ class MultiAgentSetup:
         if isinstance(policy_mapping, Mapping):
             for agent, policy_id in policy_mapping.items():
                 self._check_policy_id(agent, policy_id)
+        elif policy_mapping is not None:
+            _check_mapping_signature(policy_mapping)
         if policies_to_train is None:
             self.policies_to_train: tuple[str, ...] = tuple(self.entries)
         else:
@@ -192,6 +195,27 @@ class MultiAgentSetup:
     def __repr__(self) -> str:
         return (f"MultiAgentSetup(policies={self.policy_ids}, "
                 f"policies_to_train={list(self.policies_to_train)})")
+
+
+def _check_mapping_signature(mapping: Callable[..., str]) -> None:
+    """A policy_mapping callable is called as `mapping(agent_id)`; one that needs more
+    arguments (RLlib's `policy_mapping_fn(agent_id, episode, worker, **kwargs)`) is refused
+    with the signature flowrl calls."""
+    try:
+        parameters = inspect.signature(mapping).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: let the call tell
+        return
+    positional = [p for p in parameters
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p.name for p in positional if p.default is p.empty]
+    takes_any = any(p.kind is p.VAR_POSITIONAL for p in parameters)
+    if len(required) > 1 or (not positional and not takes_any):
+        name = getattr(mapping, "__name__", repr(mapping))
+        raise TypeError(
+            f"policy_mapping {name}{inspect.signature(mapping)} must take exactly one required "
+            f"argument, the agent id: flowrl calls policy_mapping(agent_id) -> policy_id. An "
+            f"RLlib-style policy_mapping_fn(agent_id, episode, ...) works once its other "
+            f"parameters are optional, e.g. def {name}(agent_id, *args, **kwargs).")
 
 
 @dataclass

@@ -126,6 +126,24 @@ def test_mapping_to_an_unknown_policy_lists_the_valid_ids():
         MultiAgentSetup.from_env(MultiAgentArena(), TWO_POLICIES, lambda agent: "nobody")
 
 
+def rllib_style_mapping(agent_id, episode, worker, **kwargs):
+    return "p1" if agent_id == "agent1" else "p2"
+
+
+def test_an_rllib_style_mapping_function_is_refused_naming_the_signature_flowrl_calls():
+    """0.2 failed here with a bare TypeError from inside sampling."""
+    with pytest.raises(TypeError) as info:
+        MultiAgentSetup.from_env(MultiAgentArena(), TWO_POLICIES, rllib_style_mapping)
+    message = str(info.value)
+    assert "rllib_style_mapping(agent_id, episode, worker, **kwargs)" in message
+    assert "policy_mapping(agent_id) -> policy_id" in message
+    # With its extra parameters optional, the same function works.
+    setup = MultiAgentSetup.from_env(
+        MultiAgentArena(), TWO_POLICIES,
+        lambda agent_id, episode=None, **kwargs: rllib_style_mapping(agent_id, episode, None))
+    assert setup.policy_for("agent2") == "p2"
+
+
 def test_an_agent_without_mapping_is_an_error_listing_the_policies():
     with pytest.raises(ValueError, match=r"'agent2' has no entry.*\['p1', 'p2'\]"):
         MultiAgentSetup.from_env(MultiAgentArena(), TWO_POLICIES, {"agent1": "p1"})
