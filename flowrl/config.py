@@ -254,6 +254,8 @@ class AlgorithmConfig(_FrozenConfig):
     """Replace a dead rollout worker in place and go on; False = a dead worker fails the run."""
     max_worker_restarts: int = 10
     """Failed replacements of one worker in a row (waits doubling from 0.5 s) before failing."""
+    sample_timeout_s: float | None = 300.0
+    """Seconds a remote worker may take per sample before it is replaced; None = no limit."""
     num_threads_per_worker: int = 1
     """Torch intra-op threads in each rollout worker; 1 is best when workers share cores."""
     learner_num_threads: int | None = None
@@ -295,6 +297,9 @@ class AlgorithmConfig(_FrozenConfig):
             self._check_at_least(name, 0)
         self._check_at_least("evaluation_num_episodes", 0)
         self._check_at_least("max_worker_restarts", 0)
+        if self.sample_timeout_s is not None and not self.sample_timeout_s > 0:
+            raise ValueError(f"sample_timeout_s must be > 0 seconds, or None to wait forever; "
+                             f"got sample_timeout_s={self.sample_timeout_s}.")
         self._check_at_least("metrics_num_episodes_for_smoothing", 1)
         self._check_at_least("num_threads_per_worker", 1)
         self._check_at_least("learner_num_threads", 1, "Use None for the framework default.")

@@ -130,3 +130,67 @@ def test_a_worker_that_fails_the_same_way_every_time_ends_the_run(executor, tmp_
     assert "the track is gone" in message and "max_worker_restarts" in message
     assert trainer.workers.num_worker_restarts <= 2
     assert elapsed < 60
+
+
+class HangingCorridor(CorridorEnv):
+    """A corridor whose `step()` hangs (for an hour) when the file `env_config["hang"]`
+    exists; the first env to hang removes it, so a replacement runs normally."""
+
+    def __init__(self, env_config: dict | None = None) -> None:
+        config = dict(env_config or {})
+        self.marker = Path(config.pop("hang"))
+        super().__init__(config)
+
+    def step(self, action):
+        if self.marker.exists():
+            self.marker.unlink(missing_ok=True)
+            time.sleep(3600)
+        return super().step(action)
+
+
+def hanging_trainer(tmp_path, **overrides):
+    flowrl.register_env("hanging_corridor", HangingCorridor)
+    marker = tmp_path / "hang"
+    config = {**BASE, "num_workers": 1, "sample_timeout_s": 3.0,
+              "env_config": {"hang": str(marker)}, **overrides}
+    return flowrl.Trainer("pg", env="hanging_corridor", config=config), marker
+
+
+def test_a_worker_whose_env_hangs_is_reported_and_replaced(ray_executor, tmp_path, caplog):
+    """0.2 waited silently forever: a synchronous plan now gives up on the worker after
+    sample_timeout_s, says so naming the worker and its env, and goes on with a new one."""
+    trainer, marker = hanging_trainer(tmp_path)
+    try:
+        trainer.train()
+        marker.touch()
+        start = time.monotonic()
+        with caplog.at_level("WARNING", logger="flowrl"):
+            result = trainer.train()
+        elapsed = time.monotonic() - start
+    finally:
+        trainer.stop()
+    assert elapsed < 60 and result["num_healthy_workers"] == 1
+    assert trainer.workers.num_worker_restarts == 1
+    warning = next(r.getMessage() for r in caplog.records if "no sample" in r.getMessage())
+    assert "Rollout worker 1 returned no sample for 3.0 s" in warning
+    assert "HangingCorridor" in warning and "step() or reset()" in warning
+
+
+def test_without_recreation_a_hanging_env_fails_the_run_with_that_message(ray_executor,
+                                                                          tmp_path):
+    trainer, marker = hanging_trainer(tmp_path, recreate_failed_workers=False)
+    try:
+        trainer.train()
+        marker.touch()
+        with pytest.raises(flowrl.FlowError) as info:
+            trainer.train()
+    finally:
+        trainer.stop()
+    message = str(info.value)
+    assert "Rollout worker 1 returned no sample for 3.0 s (sample_timeout_s)" in message
+    assert "HangingCorridor" in message and "recreate_failed_workers=True" in message
+
+
+def test_sample_timeout_must_be_positive():
+    with pytest.raises(ValueError, match="sample_timeout_s must be > 0 seconds, or None"):
+        flowrl.Trainer("pg", env="failures_corridor", config={**BASE, "sample_timeout_s": 0})

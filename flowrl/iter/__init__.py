@@ -8,7 +8,7 @@ Examples:
 """
 
 from flowrl.iter import executor
-from flowrl.iter.errors import ActorDiedError, FlowError
+from flowrl.iter.errors import ActorDiedError, ActorStalledError, FlowError
 from flowrl.iter.graph import GraphLink
 from flowrl.iter.local_iterator import LocalIterator, merge_iterators
 from flowrl.iter.metrics import MetricsContext, SharedMetrics, TimerStat
@@ -25,6 +25,7 @@ from flowrl.iter.worker import ParallelIteratorWorker
 
 __all__ = [
     "ActorDiedError",
+    "ActorStalledError",
     "FlowError",
     "GraphLink",
     "LocalIterator",

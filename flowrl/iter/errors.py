@@ -18,6 +18,17 @@ class ActorDiedError(RuntimeError):
     """
 
 
+class ActorStalledError(ActorDiedError):
+    """An actor gave no reply within its shard's ``reply_timeout_s`` (e.g. an env that hangs
+    in ``step()``); the engine treats it as dead: it is replaced (``on_actor_failure``) or the
+    plan fails naming the shard.
+
+    Examples:
+        >>> isinstance(ActorStalledError("no reply for 30 s"), ActorDiedError)
+        True
+    """
+
+
 class FlowError(RuntimeError):
     """A failure inside a plan operator, raised on the driver.
 

@@ -424,6 +424,7 @@ def from_iterators(
 def from_actors(
     actors: list[Any], name: str | None = None, on_actor_failure: OnActorFailure | None = None,
     *, graph_links: list[GraphLink] | tuple[GraphLink, ...] = (),
+    reply_timeout_s: float | None = None,
 ) -> ParallelIterator[Any]:
     """One shard per existing ``ParallelIteratorWorker`` actor (or plain object in local mode).
 
@@ -437,6 +438,11 @@ def from_actors(
         graph_links: Side links of the source in the plan graph (drawing only), e.g.
             ``GraphLink(workers, "RolloutWorkers", "rollout workers", "is")``: the source
             stands for these actors, so links other operators declare to them end here.
+        reply_timeout_s: Seconds a gather waits for a shard's next item before it treats the
+            actor as dead (``ActorStalledError``: replaced through ``on_actor_failure``, or a
+            FlowError naming the shard); None waits as long as it takes. Applies where the
+            gather blocks (``gather_sync``, ``batch_across_shards``, a blocking
+            ``gather_async``); in local mode a call returns only when it is done.
 
     Examples:
         >>> from flowrl.iter import ParallelIteratorWorker
@@ -444,6 +450,9 @@ def from_actors(
         >>> from_actors(workers, name="Workers").gather_sync().take(2)
         [1, 2]
     """
-    sources = [ActorShard(actor, on_actor_failure) for actor in actors]
+    if reply_timeout_s is not None and not reply_timeout_s > 0:
+        raise ValueError(f"from_actors needs reply_timeout_s > 0 seconds or None, got "
+                         f"{reply_timeout_s=}")
+    sources = [ActorShard(actor, on_actor_failure, reply_timeout_s) for actor in actors]
     return _source("from_actors", name or f"from_actors[shards={len(sources)}]", sources, {},
                    tuple(graph_links))

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from flowrl.iter import executor
-from flowrl.iter.errors import ActorDiedError, FlowError
+from flowrl.iter.errors import ActorDiedError, ActorStalledError, FlowError
 from flowrl.iter.graph import Node
 from flowrl.iter.metrics import MetricsContext
 from flowrl.iter.not_ready import NOT_READY
@@ -64,9 +64,11 @@ class ActorShard:
 
     pooled = False
 
-    def __init__(self, handle: Any, on_actor_failure: OnActorFailure | None) -> None:
+    def __init__(self, handle: Any, on_actor_failure: OnActorFailure | None,
+                 reply_timeout_s: float | None = None) -> None:
         self.handle = handle
         self.on_actor_failure = on_actor_failure
+        self.reply_timeout_s = reply_timeout_s
 
     def start(self, started: dict[int, Any]) -> Any:
         return self.handle
@@ -217,7 +219,15 @@ class _Shards:
         return executor.call(run.handle, "par_iter_next")
 
     def resolve_all(self, runs: list[_Run], futures: list[Any]) -> list[Any]:
-        """One batched get for a round; per-shard resolution only when an actor died."""
+        """One batched get for a round; per-shard resolution only when an actor died or gave
+        no reply within its ``reply_timeout_s``."""
+        timeout = _reply_timeout(runs)
+        if timeout is not None:
+            _, stalled = executor.wait(futures, num_returns=len(futures), timeout=timeout)
+            if stalled:
+                return [self.resolve(run, future, refetch=True, stalled_after=timeout
+                                     if future in stalled else None)
+                        for run, future in zip(runs, futures, strict=True)]
         try:
             values = executor.get(futures)
         except ActorDiedError:
@@ -230,14 +240,23 @@ class _Shards:
                 raise value.error
         return values
 
-    def resolve(self, run: _Run, future: Any, *, refetch: bool) -> Any:
-        """The value of ``future`` (END when the shard ends); restarts or drops dead shards."""
+    def resolve(self, run: _Run, future: Any, *, refetch: bool,
+                stalled_after: float | None = None) -> Any:
+        """The value of ``future`` (END when the shard ends); restarts or drops dead shards,
+        and stalled ones (no reply after ``stalled_after`` seconds)."""
         try:
+            if stalled_after is not None:
+                raise ActorStalledError(
+                    f"it gave no reply for {stalled_after:g} s (reply_timeout_s="
+                    f"{stalled_after:g}); whatever it runs may hang (an env's step() or "
+                    f"reset()?)")
             value = executor.get(future)
         except ActorDiedError as error:
             value = self.recover(run, error)
             if value is _RESTARTED and refetch:
-                return self.resolve(run, self.request(run), refetch=True)
+                future = self.request(run)
+                return self.resolve(run, future, refetch=True,
+                                    stalled_after=_timed_out(run, future))
             return value
         if type(value) is ShardFailure:
             raise value.error
@@ -254,7 +273,17 @@ class _Shards:
                 original_message=_death_message(run.index, error),
                 remote_traceback="",
             ) from error
-        replacement = callback(run.index, error)
+        try:
+            replacement = callback(run.index, error)
+        except ActorDiedError as refused:  # the callback will not replace it: name the operator
+            raise FlowError(
+                operator=self.node.label,
+                lineage=self.node.lineage,
+                shard=run.index,
+                original_type=type(refused).__name__,
+                original_message=str(refused),
+                remote_traceback="",
+            ) from refused
         run.retire_actor()
         run.generation += 1
         if replacement is None:
@@ -310,7 +339,25 @@ def _death_message(shard_index: int, error: ActorDiedError) -> str:
     import_error = as_worker_import_error(error, f"the actor serving shard {shard_index}")
     if import_error is not None:
         return f"the actor serving shard {shard_index} could not start: {import_error}"
+    if isinstance(error, ActorStalledError):
+        return f"the actor serving shard {shard_index} stalled: {error}"
     return f"the actor serving shard {shard_index} died: {error}"
+
+
+def _timed_out(run: _Run, future: Any) -> float | None:
+    """The run's `reply_timeout_s` if `future` gives no reply within it, else None."""
+    timeout = _reply_timeout([run])
+    if timeout is None:
+        return None
+    ready, _ = executor.wait([future], num_returns=1, timeout=timeout)
+    return None if ready else timeout
+
+
+def _reply_timeout(runs: list[_Run]) -> float | None:
+    """The shortest ``reply_timeout_s`` of the runs' sources (None: wait as long as it takes)."""
+    timeouts = [t for t in (getattr(run.spec.source, "reply_timeout_s", None) for run in runs)
+                if t is not None]
+    return min(timeouts) if timeouts else None
 
 
 def shard_stats(context: MetricsContext) -> dict[str, tuple[int, int, float]]:
@@ -378,7 +425,7 @@ def _gather_async(shards: _Shards, num_async: int, build: Build, stat: Any):
     pending: dict[Any, tuple[_Run, int]] = {}
 
     def submit(run: _Run) -> None:
-        pending[shards.request(run)] = (run, run.generation)
+        pending[shards.request(run)] = (run, run.generation, time.monotonic())
 
     try:
         for run in shards.start():
@@ -395,19 +442,27 @@ def _async_loop(shards, pending, submit, num_async, build, stat, clock):
         start = clock()
         futures = list(pending)
         ready, _ = executor.wait(futures, num_returns=len(futures), timeout=0)
+        stalled: list[Any] = []
+        timeout = None
         if not ready:
             if build.nonblocking:
                 stat.time_s += clock() - start
                 Waits.refs.extend(futures)
                 yield NOT_READY
                 continue
-            ready, _ = executor.wait(futures, num_returns=1, timeout=None)
+            timeout = _reply_timeout([run for run, _, _ in pending.values()])
+            ready, _ = executor.wait(futures, num_returns=1, timeout=timeout)
+            if not ready:  # nothing came back in time: the oldest requests' actors stalled
+                stalled = [f for f, (_, _, sent) in pending.items()
+                           if time.monotonic() - sent >= timeout]
+                ready = stalled or ready
         stat.time_s += clock() - start
         for future in ready:
-            run, generation = pending.pop(future)
+            run, generation, _ = pending.pop(future)
             if run.done or generation != run.generation:
                 continue  # a request to an actor that was since replaced
-            value = shards.resolve(run, future, refetch=False)
+            value = shards.resolve(run, future, refetch=False,
+                                   stalled_after=timeout if stalled else None)
             if value is END:
                 shards.finish(run)
                 continue

@@ -57,7 +57,8 @@ def ParallelRollouts(  # noqa: N802 - a source, named like the operators users k
                                name="ParallelRollouts(local)")
         return source.for_each(RecordSampledSteps()).as_operator(_rollouts_label(mode, 1))
     shards = from_actors(remote, name="RolloutWorkers", on_actor_failure=workers.recreate_worker,
-                         graph_links=[workers_graph_link(workers, "is")])
+                         graph_links=[workers_graph_link(workers, "is")],
+                         reply_timeout_s=getattr(workers.config, "sample_timeout_s", None))
     if mode == "raw":
         return shards
     if mode == "bulk_sync":

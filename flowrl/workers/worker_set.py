@@ -11,7 +11,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from flowrl.iter import ActorDiedError, FlowError, executor
+from flowrl.iter import ActorDiedError, ActorStalledError, FlowError, executor
 from flowrl.iter.shipping import WorkerImportError, as_worker_import_error
 from flowrl.policy import PolicySpec
 from flowrl.workers.multi_agent import (
@@ -221,6 +221,13 @@ class WorkerSet:
         already replaced the worker and the replacement answers, that handle is returned.
         """
         if not self.config.recreate_failed_workers:
+            if isinstance(error, ActorStalledError):
+                raise ActorStalledError(
+                    f"Rollout worker {shard_index + 1} returned no sample for "
+                    f"{self.config.sample_timeout_s} s (sample_timeout_s): its env (from "
+                    f"{self._env_description()}) may hang in step() or reset(). Fix the env, "
+                    f"raise sample_timeout_s, or set recreate_failed_workers=True to replace "
+                    f"such a worker.") from error
             raise error
         import_error = as_worker_import_error(error, self._shipped_objects_description())
         if import_error is not None:  # a replacement would fail the same way: stop at once
@@ -231,7 +238,13 @@ class WorkerSet:
             return current
         except Exception:  # noqa: BLE001 - any failure to answer means it must be replaced
             pass
-        logger.warning("Rollout worker %d died (%s); replacing it.", shard_index + 1, error)
+        if isinstance(error, ActorStalledError):
+            logger.warning(
+                "Rollout worker %d returned no sample for %s s (sample_timeout_s): its env "
+                "(from %s) may hang in step() or reset(); replacing the worker.",
+                shard_index + 1, self.config.sample_timeout_s, self._env_description())
+        else:
+            logger.warning("Rollout worker %d died (%s); replacing it.", shard_index + 1, error)
         executor.kill(current)
         if time.monotonic() - self._started_at[shard_index] < _MIN_HEALTHY_LIFETIME_S:
             self._failures_in_a_row[shard_index] += 1  # it died right after starting
@@ -241,6 +254,10 @@ class WorkerSet:
         executor.call(handle, "set_weights", executor.put(self._local.get_weights()))
         self._remote[shard_index] = handle
         return handle
+
+    def _env_description(self) -> str:
+        creator = getattr(self.env_creator, "creator", self.env_creator)
+        return getattr(creator, "__qualname__", None) or repr(creator)
 
     def _shipped_objects_description(self) -> str:
         """Names what a rollout worker unpickles when it starts: the env creator first."""
