@@ -189,10 +189,13 @@ def test_plan_draws_the_learner_thread_and_the_broadcast(tiny_config, local_exec
     trainer = flowrl.Trainer("impala", env="corridor", config=smoke_config(tiny_config, "impala"))
     try:
         labels = [data["label"] for _, data in trainer.plan_graph().nodes(data=True)]
+        inside = [data["label"] for _, data in
+                  trainer.plan_graph(internals=True).nodes(data=True)]
     finally:
         trainer.stop()
+    assert "gather_async(num_async=2)" in inside  # inside ParallelRollouts(mode='async')
     joined = " ".join(labels)
-    for expected in ("gather_async(num_async=2)", "zip_with_source_actor",
+    for expected in ("ParallelRollouts(mode='async', num_async=2)", "zip_with_source_actor",
                      "Enqueue(learner.inqueue)", "Dequeue(learner.outqueue)",
                      "BroadcastToSourceWorkers", "Concurrently"):
         assert expected in joined, (expected, labels)
