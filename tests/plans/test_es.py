@@ -279,3 +279,31 @@ def test_numpy_and_torch_policies_share_weight_names_and_actions():
     theta = torch_backed.get_flat_weights() * 50  # large weights: actions differ across rows
     np.testing.assert_array_equal(numpy_backed.compute_actions_with(theta, obs),
                                   torch_backed.compute_actions_with(theta, obs))
+
+
+def test_flowrl_rollout_runs_an_es_checkpoint(tmp_path, capsys, local_executor):
+    from flowrl import cli
+
+    result = flowrl.run("es", env="CartPole-v1", local_mode=True, verbose=0,
+                        config={**TINY_ES, "num_workers": 0}, stop={"training_iteration": 1},
+                        checkpoint_dir=str(tmp_path), log_dir=str(tmp_path / "run"))
+    code = cli.main(["rollout", result["checkpoint"], "--episodes", "2"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.count("episode ") == 2 and "mean return over 2 episodes" in out
+
+
+def _frameworks_imported(worker):
+    import sys
+
+    return sorted(name for name in ("torch", "tensorflow") if name in sys.modules)
+
+
+def test_numpy_policy_workers_import_no_framework(ray_executor):
+    trainer = _trainer(num_workers=1)
+    try:
+        trainer.train()
+        remote = trainer.workers.foreach_worker(_frameworks_imported)[1:]
+    finally:
+        trainer.stop()
+    assert remote == [[]]
