@@ -307,3 +307,19 @@ def test_numpy_policy_workers_import_no_framework(ray_executor):
     finally:
         trainer.stop()
     assert remote == [[]]
+
+
+def test_ray_and_local_mode_give_the_same_weights(ray_session):
+    # One worker, one request in flight: the same requests in the same order on both executors.
+    def weights(local_mode):
+        flowrl.init(local_mode=local_mode)
+        trainer = _trainer(num_workers=1)
+        try:
+            trainer.train()
+            trainer.train()
+            return trainer.get_policy().get_flat_weights()
+        finally:
+            trainer.stop()
+
+    in_process = weights(True)
+    np.testing.assert_array_equal(weights(False), in_process)
