@@ -325,8 +325,8 @@ def centered_ranks(values: np.ndarray) -> np.ndarray:
     ES); the shape of `values` is kept.
 
     Examples:
-        >>> centered_ranks(np.array([[10.0, -3.0], [0.0, 7.0]])).tolist()
-        [[0.5, -0.5], [-0.16666666666666663, 0.16666666666666674]]
+        >>> centered_ranks(np.array([[10.0, -3.0], [0.0, 7.0]])).round(3).tolist()
+        [[0.5, -0.5], [-0.167, 0.167]]
     """
     flat = np.asarray(values, dtype=np.float64).ravel()
     ranks = np.empty(flat.size, dtype=np.float64)

@@ -421,7 +421,7 @@ def _build_framework_model(observation_space: gym.Space, action_space: gym.Space
                                        num_threads=num_threads)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class GradientFreePolicySpec(PolicySpec):
     """A `PolicySpec` whose `build` returns a `GradientFreePolicy` (no loss, a flat optimizer).
 

@@ -32,6 +32,9 @@ MODULES = [
     "flowrl.ops.coefficient_ops",
     "flowrl.ops.distributed_replay",
     "flowrl.ops.rollout_ops",
+    "flowrl.ops.gradient_free",
+    "flowrl.policy.gradient_free",
+    "flowrl.workers.noise_table",
     "flowrl.viz.dot",
 ]
 
