@@ -2,8 +2,9 @@
 
 from flowrl.workers.episodes import EpisodeTracker
 from flowrl.workers.multi_agent import MultiAgentRolloutWorker, MultiAgentSetup
-from flowrl.workers.rollout_worker import RolloutWorker, get_current_worker
+from flowrl.workers.rollout_worker import RolloutWorker
+from flowrl.workers.sampling_worker import SamplingWorker, get_current_worker
 from flowrl.workers.worker_set import WorkerSet
 
 __all__ = ["EpisodeTracker", "MultiAgentRolloutWorker", "MultiAgentSetup", "RolloutWorker",
-           "WorkerSet", "get_current_worker"]
+           "SamplingWorker", "WorkerSet", "get_current_worker"]

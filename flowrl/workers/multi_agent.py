@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import collections
 import inspect
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,16 +29,13 @@ import numpy as np
 
 from flowrl.data import DEFAULT_POLICY_ID, MultiAgentBatch, SampleBatch, concat_samples
 from flowrl.envs import ProtocolCheckedParallelEnv, is_multi_agent_env
-from flowrl.iter import ParallelIteratorWorker
 from flowrl.policy import PolicySpec
 from flowrl.workers.rollout_worker import (
-    BatchMode,
-    RolloutWorker,
     _non_finite_rows,
     _single_row_batch,
-    _step_seed,
     state_columns,
 )
+from flowrl.workers.sampling_worker import BatchMode, SamplingWorker, step_seed
 
 PolicyMapping = Mapping[Hashable, str] | Callable[[Hashable], str] | None
 """`policy_mapping` as configs give it: agent id -> policy id, a callable, or None."""
@@ -245,10 +242,12 @@ class _EnvEpisode:
         self.agent_returns: dict[Hashable, float] = collections.defaultdict(float)
 
 
-class MultiAgentRolloutWorker(RolloutWorker):
+class MultiAgentRolloutWorker(SamplingWorker):
     """Collects experience from `num_envs` copies of a PettingZoo parallel env.
 
-    It offers what `RolloutWorker` offers, per policy: `sample()` returns a `MultiAgentBatch`,
+    The multi-agent sibling of `RolloutWorker` (both are `SamplingWorker`s: the env settings,
+    shard protocol and health calls are written once there). It offers what `RolloutWorker`
+    offers, per policy: `sample()` returns a `MultiAgentBatch`,
     `get_weights()` returns {policy id: weights}, `get_policy(policy_id)` reaches one policy.
     `policy` is the single policy when there is only one (shared-policy mode).
 
@@ -279,13 +278,9 @@ class MultiAgentRolloutWorker(RolloutWorker):
         num_workers: int = 0,
         num_threads: int | None = None,
     ) -> None:
-        self.env_creator = env_creator
-        self.env_config = dict(env_config or {})
-        self.num_envs = num_envs
-        self.rollout_fragment_length = rollout_fragment_length
-        self.batch_mode = batch_mode
-        self.seed = seed
-        self.worker_index = worker_index
+        super().__init__(env_creator=env_creator, env_config=env_config, num_envs=num_envs,
+                         rollout_fragment_length=rollout_fragment_length, batch_mode=batch_mode,
+                         seed=seed, worker_index=worker_index)
         self.multi_agent = multi_agent
         self.policy_map: dict[str, Any] = {}
         for position, (policy_id, entry) in enumerate(multi_agent.entries.items()):
@@ -307,12 +302,11 @@ class MultiAgentRolloutWorker(RolloutWorker):
         # A recurrent policy's state per slot (env copy, agent), without the batch dimension;
         # a slot without an entry starts from its policy's initial state.
         self._states: dict[int, list[np.ndarray]] = {}
-        ParallelIteratorWorker.__init__(self, self._sample_forever, repeat=False)
 
     # --- policies -----------------------------------------------------------------------------
 
     @property
-    def policy(self) -> Any:  # type: ignore[override]
+    def policy(self) -> Any:
         """The only policy, in shared-policy mode; with several, use `get_policy(policy_id)`."""
         if len(self.policy_map) == 1:
             return next(iter(self.policy_map.values()))
@@ -345,7 +339,7 @@ class MultiAgentRolloutWorker(RolloutWorker):
             for env_index in range(self.num_envs):
                 env = ProtocolCheckedParallelEnv(self.env_creator(self.env_config))
                 self._slots_per_env = len(env.possible_agents)
-                observations, _ = env.reset(seed=_step_seed(self.seed, self.worker_index,
+                observations, _ = env.reset(seed=step_seed(self.seed, self.worker_index,
                                                             env_index))
                 self._reject_non_finite_observations(observations, "reset()", env_index)
                 self._envs.append(env)
@@ -499,7 +493,7 @@ class MultiAgentRolloutWorker(RolloutWorker):
         self._reject_non_finite_observations(self._observations[env_index], "reset()", env_index)
         self._episodes[env_index] = self._new_episode()
 
-    def _reject_non_finite_observations(  # type: ignore[override]
+    def _reject_non_finite_observations(
             self, observations: Mapping[Hashable, Any], returned_by: str,
             env_index: int | None = None) -> None:
         """Raises where a NaN or infinite observation enters, naming the agent, before any
@@ -595,13 +589,13 @@ class MultiAgentRolloutWorker(RolloutWorker):
 
     # --- weights and stats --------------------------------------------------------------------
 
-    def get_weights(self, policy_ids: Sequence[str] | None = None  # type: ignore[override]
+    def get_weights(self, policy_ids: Sequence[str] | None = None
                     ) -> dict[str, dict[str, np.ndarray]]:
         """{policy id: weights} of the given policies (default: all)."""
         wanted = self.policy_map if policy_ids is None else policy_ids
         return {pid: self.get_policy(pid).get_weights() for pid in wanted}
 
-    def set_weights(self, weights: Mapping[str, Mapping[str, np.ndarray]],  # type: ignore[override]
+    def set_weights(self, weights: Mapping[str, Mapping[str, np.ndarray]],
                     global_vars: dict | None = None) -> None:
         """Loads {policy id: weights} (any subset of the policies) and the global vars."""
         for policy_id, policy_weights in weights.items():
@@ -610,7 +604,7 @@ class MultiAgentRolloutWorker(RolloutWorker):
             for policy in self.policy_map.values():
                 policy.on_global_var_update(global_vars)
 
-    def get_episode_stats(self) -> list[tuple[float, int, dict[str, float]]]:  # type: ignore[override]
+    def get_episode_stats(self) -> list[tuple[float, int, dict[str, float]]]:
         """Returns and clears (summed return, length, {policy id: return}) of the episodes
         finished since the last call; a policy's return sums its agents' rewards."""
         done, self._completed = self._completed, []
@@ -649,10 +643,6 @@ class MultiAgentRolloutWorker(RolloutWorker):
         for env in self._envs or []:
             env.close()
         self._envs = None
-
-    def _sample_forever(self) -> Iterator[MultiAgentBatch]:  # type: ignore[override]
-        while True:
-            yield self.sample()
 
 
 def _stack_observations(observations: list[Any]) -> Any:
@@ -738,7 +728,7 @@ def multi_agent_worker_kwargs(kwargs: Mapping[str, Any],
     return converted
 
 
-def learner_policy_state(worker: RolloutWorker) -> dict[str, Any]:
+def learner_policy_state(worker: SamplingWorker) -> dict[str, Any]:
     """What a checkpoint stores of the learner's policies: the one policy's state, or
     {"policies": {policy id: state}} for a multi-agent worker with several policies."""
     if isinstance(worker, MultiAgentRolloutWorker) and len(worker.policy_map) > 1:
@@ -746,7 +736,7 @@ def learner_policy_state(worker: RolloutWorker) -> dict[str, Any]:
     return worker.policy.get_state()
 
 
-def restore_learner_policy_state(worker: RolloutWorker, state: Mapping[str, Any]) -> None:
+def restore_learner_policy_state(worker: SamplingWorker, state: Mapping[str, Any]) -> None:
     """Loads what `learner_policy_state` returned into the learner worker's policies.
 
     Raises:

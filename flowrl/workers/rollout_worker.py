@@ -12,52 +12,26 @@ stream is an endless sequence of `sample()` results.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from flowrl.data import SampleBatch, concat_samples
-from flowrl.iter import ParallelIteratorWorker
 from flowrl.policy import PolicySpec, trajectory_bounds
 from flowrl.workers.episodes import EpisodeTracker
-
-BatchMode = Literal["truncate_episodes", "complete_episodes"]
-
-_current_worker: contextvars.ContextVar[RolloutWorker | None] = contextvars.ContextVar(
-    "flowrl_current_worker", default=None
+from flowrl.workers.sampling_worker import (
+    BatchMode,
+    SamplingWorker,
+    step_seed,
 )
 
-
-def get_current_worker() -> RolloutWorker:
-    """Returns the rollout worker whose shard is running the calling operator.
-
-    Shard-side operators (for example A3C's gradient computation, which runs next to the
-    samples it consumes) use this to reach the worker's policy, on Ray and in local mode alike.
-
-    Raises:
-        RuntimeError: when called outside a rollout worker's shard.
-    """
-    worker = _current_worker.get()
-    if worker is None:
-        raise RuntimeError(
-            "get_current_worker() was called outside a rollout worker's shard. Use it only "
-            "inside operators applied to ParallelRollouts(workers, mode='raw') before a gather."
-        )
-    return worker
+# The env settings, shard protocol and common calls live in the shared base.
+_step_seed = step_seed
 
 
-def _step_seed(seed: int | None, worker_index: int, env_index: int) -> int | None:
-    """Derives one env's seed from the run seed, so every env of every worker differs."""
-    if seed is None:
-        return None
-    return int(seed) * 10_007 + worker_index * 1_009 + env_index
-
-
-class RolloutWorker(ParallelIteratorWorker):
+class RolloutWorker(SamplingWorker):
     """Collects experience from a vector of envs with one policy.
 
     The sequence a plan drives, whether the worker is a Ray actor or in-process:
@@ -104,13 +78,9 @@ class RolloutWorker(ParallelIteratorWorker):
         num_workers: int = 0,
         num_threads: int | None = None,
     ) -> None:
-        self.env_creator = env_creator
-        self.env_config = dict(env_config or {})
-        self.num_envs = num_envs
-        self.rollout_fragment_length = rollout_fragment_length
-        self.batch_mode = batch_mode
-        self.seed = seed
-        self.worker_index = worker_index
+        super().__init__(env_creator=env_creator, env_config=env_config, num_envs=num_envs,
+                         rollout_fragment_length=rollout_fragment_length, batch_mode=batch_mode,
+                         seed=seed, worker_index=worker_index)
         self.policy = policy_spec.build(
             observation_space, action_space, config, worker_index=worker_index,
             num_workers=num_workers, seed=None if seed is None else int(seed) + worker_index,
@@ -120,29 +90,6 @@ class RolloutWorker(ParallelIteratorWorker):
         self._raw_obs: Any = None
         self._state: list[np.ndarray] = []  # a recurrent policy's state, one row per env
         self._partial: list[list[SampleBatch]] = [[] for _ in range(num_envs)]
-        super().__init__(self._sample_forever, repeat=False)
-
-    # --- shard protocol -------------------------------------------------------------------
-
-    def _sample_forever(self) -> Iterator[SampleBatch]:
-        while True:
-            yield self.sample()
-
-    def par_iter_next(self, *args: Any, **kwargs: Any) -> Any:
-        with self._as_current():
-            return super().par_iter_next(*args, **kwargs)
-
-    def par_iter_next_batch(self, *args: Any, **kwargs: Any) -> Any:
-        with self._as_current():
-            return super().par_iter_next_batch(*args, **kwargs)
-
-    @contextlib.contextmanager
-    def _as_current(self) -> Iterator[None]:
-        token = _current_worker.set(self)
-        try:
-            yield
-        finally:
-            _current_worker.reset(token)
 
     # --- environments ---------------------------------------------------------------------
 
@@ -335,14 +282,6 @@ class RolloutWorker(ParallelIteratorWorker):
             return finished[:num_episodes]
         finally:
             env.close()
-
-    def apply(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Calls `fn(self, *args)` where the worker lives (how `foreach_worker` reaches it)."""
-        return fn(self, *args)
-
-    def ping(self) -> str:
-        """Health check used when deciding whether a worker must be replaced."""
-        return "ok"
 
     def stop(self) -> None:
         """Closes the worker's environments."""
