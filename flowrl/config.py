@@ -248,6 +248,8 @@ class AlgorithmConfig(_FrozenConfig):
     """Pull the plan until this many seconds passed per reported iteration; 0 = once."""
     evaluation_num_episodes: int = 10
     """Episodes run by each evaluation; typically 5-100."""
+    evaluation_interval: int = 0
+    """Evaluate (explore off) every this many iterations into result["evaluation"]; 0 = never."""
     metrics_num_episodes_for_smoothing: int = 100
     """Reported episode metrics average over this many most recent episodes; typically 10-100."""
     recreate_failed_workers: bool = True
@@ -296,6 +298,12 @@ class AlgorithmConfig(_FrozenConfig):
         for name in ("min_steps_per_iteration", "min_time_s_per_iteration"):
             self._check_at_least(name, 0)
         self._check_at_least("evaluation_num_episodes", 0)
+        self._check_at_least("evaluation_interval", 0)
+        if self.evaluation_interval and not self.evaluation_num_episodes:
+            raise ValueError(
+                f"evaluation_interval={self.evaluation_interval} asks for evaluations of "
+                f"evaluation_num_episodes={self.evaluation_num_episodes} episodes; set "
+                f"evaluation_num_episodes >= 1, or evaluation_interval=0 for none.")
         self._check_at_least("max_worker_restarts", 0)
         if self.sample_timeout_s is not None and not self.sample_timeout_s > 0:
             raise ValueError(f"sample_timeout_s must be > 0 seconds, or None to wait forever; "

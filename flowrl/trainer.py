@@ -182,6 +182,9 @@ class Trainer:
         self.iteration += 1
         self._time_total += time.perf_counter() - start
         result = self._result(learner_stats, time.perf_counter() - start)
+        interval = self.config.evaluation_interval
+        if interval and self.iteration % interval == 0:  # reaches every record below
+            result.update(self.evaluate())
         findings = self._divergence.check(result)
         if findings:  # each once: the metric, its value and the iteration
             result["divergence"] = findings

@@ -131,6 +131,28 @@ def test_trainer_with_log_dir_records_every_iteration(tmp_path, local_executor):
     assert [p.name for p in tmp_path.glob("checkpoint_*")] == ["checkpoint_000002"]
 
 
+def test_periodic_evaluation_reaches_the_result_and_every_record(tmp_path, local_executor):
+    import flowrl
+
+    config = {**TINY_PG, "evaluation_interval": 2, "evaluation_num_episodes": 3}
+    trainer = flowrl.Trainer("pg", env="CartPole-v1", config=config, log_dir=str(tmp_path))
+    try:
+        results = [trainer.train() for _ in range(4)]
+    finally:
+        trainer.stop()
+    assert ["evaluation" in result for result in results] == [False, True, False, True]
+    evaluation = results[1]["evaluation"]
+    assert evaluation["episodes"] == 3 and evaluation["episode_reward_mean"] >= 8
+    lines = [json.loads(line) for line in (tmp_path / "result.json").read_text().splitlines()]
+    assert lines[3]["evaluation"]["episodes"] == 3 and "evaluation" not in lines[2]
+    rows = read_csv(tmp_path / "progress.csv")
+    assert rows[0]["evaluation/episode_reward_mean"] == ""  # before the first evaluation
+    assert float(rows[1]["evaluation/episode_reward_mean"]) >= 8
+    with pytest.raises(ValueError, match="evaluation_num_episodes >= 1"):
+        flowrl.Trainer("pg", env="CartPole-v1",
+                       config={**config, "evaluation_num_episodes": 0})
+
+
 def test_run_writes_records_to_the_default_directory(tmp_path, monkeypatch, local_executor,
                                                      capsys):
     import flowrl
