@@ -328,6 +328,9 @@ def _add_rollout_parser(commands: Any) -> None:
     rollout.add_argument("--trust-checkpoint", action="store_true",
                          help="Allow the checkpoint's env name to import the module it names "
                          "('module:EnvId'); refused otherwise, so a checkpoint runs no code.")
+    rollout.add_argument("--out", metavar="PATH",
+                         help="Also write the episodes (return and length of each, and the "
+                         "checkpoint and env they came from) to PATH as JSON.")
     _add_debug_option(rollout)
 
 
@@ -464,6 +467,8 @@ def _plan(args: argparse.Namespace) -> int:
 def _rollout(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise CommandError(f"--episodes must be at least 1, got {args.episodes}.")
+    if args.out:
+        _check_writable_output(args.out)
     try:
         trainer = _trainer_module().Trainer.from_checkpoint(
             args.checkpoint, local_mode=True, config={"num_workers": 0},
@@ -473,13 +478,30 @@ def _rollout(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from None
     try:
         episodes = trainer.workers.local_worker().evaluate(args.episodes)
+        env_name = trainer.env_name
     finally:
         trainer.stop()
     for index, (episode_return, length) in enumerate(episodes, start=1):
         print(f"episode {index:3d}: return {episode_return:9.2f}  length {length}")
     mean = sum(r for r, _ in episodes) / len(episodes)
     print(f"mean return over {len(episodes)} episodes: {mean:.2f}")
+    if args.out:
+        record = {"checkpoint": str(args.checkpoint), "env": str(env_name),
+                  "mean_return": mean,
+                  "episodes": [{"episode": index, "return": float(episode_return),
+                                "length": int(length)}
+                               for index, (episode_return, length) in enumerate(episodes, 1)]}
+        Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+        print(f"Wrote {len(episodes)} episodes to {args.out}", file=sys.stderr)
     return EXIT_OK
+
+
+def _check_writable_output(path: str) -> None:
+    """Refuses an --out path whose directory is missing, before anything runs."""
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise CommandError(f"--out {path}: the directory {parent} does not exist; create it "
+                           f"or pick a path in an existing directory.")
 
 
 def _internals_text(plan: Any) -> str:

@@ -510,10 +510,18 @@ def test_rollout_replays_a_checkpoint_and_prints_each_return(tmp_path, capsys, l
                         config={"num_workers": 0, "train_batch_size": 200,
                                 "rollout_fragment_length": 50, "seed": 0},
                         stop={"training_iteration": 1}, checkpoint_dir=str(tmp_path))
-    code = cli.main(["rollout", result["checkpoint"], "--episodes", "2"])
+    code = cli.main(["rollout", result["checkpoint"], "--episodes", "2",
+                     "--out", str(tmp_path / "episodes.json")])
     out = capsys.readouterr().out
     assert code == 0
     assert out.count("episode ") == 2 and "mean return over 2 episodes" in out
+    written = json.loads((tmp_path / "episodes.json").read_text())
+    assert written["env"] == "CartPole-v1" and len(written["episodes"]) == 2
+    assert [e["episode"] for e in written["episodes"]] == [1, 2]
+    assert written["mean_return"] == sum(e["return"] for e in written["episodes"]) / 2
+    assert all(e["length"] == e["return"] for e in written["episodes"])  # +1 per step
+    code = cli.main(["rollout", result["checkpoint"], "--out", str(tmp_path / "no" / "x.json")])
+    assert_usage_error(capsys, code, "does not exist")
 
 
 def test_rollout_of_a_missing_checkpoint_is_a_usage_error(tmp_path, capsys):
