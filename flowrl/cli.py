@@ -8,6 +8,7 @@ Usage::
     flowrl plan --run PPO --format dot --output ppo.dot
     flowrl train --run PPO --env CartPole-v1 --viewer   # live plan viewer on 127.0.0.1
     flowrl view results/PPO_CartPole-v1_<timestamp>     # the same page over a run's records
+    flowrl export checkpoints/checkpoint_000010 --out exported/   # TorchScript or SavedModel
 
 The command's own options (``--run``, ``--env``, ``--stop``, ...) are parsed here with argparse;
 every other ``--<field>`` flag of ``flowrl train`` and ``flowrl plan`` belongs to the algorithm's
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise CommandError(f"unrecognized arguments: {' '.join(config_flags)}")
         args.config_flags = config_flags
         handlers = {"train": _train, "list": _list, "plan": _plan, "rollout": _rollout,
-                    "view": _view}
+                    "view": _view, "export": _export}
         return handlers[args.command](args)
     except CommandError as error:
         print(f"flowrl {command}: error: {error}", file=sys.stderr)
@@ -117,6 +118,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_plan_parser(commands)
     _add_rollout_parser(commands)
+    _add_export_parser(commands)
     _add_view_parser(commands)
     return parser
 
@@ -334,6 +336,29 @@ def _add_rollout_parser(commands: Any) -> None:
     _add_debug_option(rollout)
 
 
+def _add_export_parser(commands: Any) -> None:
+    export = commands.add_parser(
+        "export",
+        help="Export a checkpoint's policy for serving without flowrl (TorchScript or a TF "
+        "SavedModel).",
+        description="Rebuild the policy saved in CHECKPOINT (in this process) and write its "
+        "greedy actions as a standalone model: TorchScript (OUT/policy.pt) for torch, a "
+        "SavedModel (OUT) for TF. The model takes preprocessed observation rows.",
+        allow_abbrev=False,
+    )
+    export.add_argument("checkpoint", metavar="CHECKPOINT",
+                        help="A path Trainer.save returned, or a directory of checkpoints.")
+    export.add_argument("--out", metavar="DIR", required=True,
+                        help="Directory to write the exported model into.")
+    export.add_argument("--policy-id", metavar="ID",
+                        help="The policy to export, in a multi-agent checkpoint.")
+    export.add_argument("--env-module", metavar="MODULE",
+                        help="For a custom env: a module to import first (see rollout).")
+    export.add_argument("--trust-checkpoint", action="store_true",
+                        help="Allow the checkpoint's env name to import the module it names.")
+    _add_debug_option(export)
+
+
 def _add_config_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
@@ -493,6 +518,31 @@ def _rollout(args: argparse.Namespace) -> int:
                                for index, (episode_return, length) in enumerate(episodes, 1)]}
         Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
         print(f"Wrote {len(episodes)} episodes to {args.out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    from flowrl.export import export_policy
+
+    try:
+        trainer = _trainer_module().Trainer.from_checkpoint(
+            args.checkpoint, local_mode=True, config={"num_workers": 0},
+            env_module=args.env_module, trust_checkpoint=args.trust_checkpoint)
+    except (FileNotFoundError, ValueError) as error:
+        raise CommandError(str(error)) from None
+    try:
+        try:
+            policy = trainer.get_policy(args.policy_id)
+        except (KeyError, AttributeError) as error:
+            raise CommandError(f"{error}; pass --policy-id with one of the checkpoint's "
+                               f"policies.") from None
+        try:
+            path = export_policy(policy, args.out)
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+    finally:
+        trainer.stop()
+    print(f"Exported the {policy.framework} policy to {path}")
     return EXIT_OK
 
 
