@@ -25,6 +25,7 @@ _LAZY_EXPORTS: dict[str, str] = {
     "get_policy_class": "flowrl.plans",
     "list_algorithms": "flowrl.plans",
     "Trainer": "flowrl.trainer",
+    "Callbacks": "flowrl.workers.callbacks",
     "run": "flowrl.trainer",
 }
 

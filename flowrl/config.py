@@ -248,6 +248,8 @@ class AlgorithmConfig(_FrozenConfig):
     """Pull the plan until this many seconds passed per reported iteration; 0 = once."""
     evaluation_num_episodes: int = 10
     """Episodes run by each evaluation; typically 5-100."""
+    callbacks: str | type | None = None
+    """A flowrl.Callbacks subclass (or "module:Class") run on every worker and the Trainer."""
     evaluation_interval: int = 0
     """Evaluate (explore off) every this many iterations into result["evaluation"]; 0 = never."""
     metrics_num_episodes_for_smoothing: int = 100

@@ -46,6 +46,7 @@ from flowrl.reporting import (
 )
 from flowrl.run_records import RunDirInUseError, RunRecorder, default_run_dir
 from flowrl.workers import WorkerSet
+from flowrl.workers.callbacks import make_callbacks, summarize_custom_metrics
 from flowrl.workers.multi_agent import (
     PolicyReturnTracker,
     checkpoint_ready_config,
@@ -107,6 +108,8 @@ class Trainer:
             self.config = config
         else:
             self.config = from_dict(self.spec.config_class, config)
+        # Built first, so a bad `callbacks` is an error before anything starts.
+        self._callbacks = make_callbacks(self.config.callbacks)
         self.env_name = env_label(env)
         env_creator = get_env_creator(env, atari_preprocessing=self.config.atari_preprocessing)
         # Everything the config, the env's spaces and the machine can tell, before Ray starts.
@@ -265,6 +268,10 @@ class Trainer:
             result.update(self._policy_returns.summary())
         for policy_id, epsilon in self._epsilons(steps_total).items():
             result["info"]["learner"].setdefault(policy_id, {})["cur_epsilon"] = epsilon
+        if self._callbacks is not None:  # custom metrics, then the user's own additions
+            result["custom_metrics"] = summarize_custom_metrics(
+                self.workers.collect_custom_metrics())
+            self._callbacks.on_train_result(trainer=self, result=result)
         return result
 
     def _epsilons(self, steps_sampled: int) -> dict[str, float]:
@@ -548,9 +555,18 @@ def _refuse_module_imports(state: Mapping[str, Any], checkpoint_path: str, *, en
                 f"CHECKPOINT --trust-checkpoint`. Or name the env yourself: "
                 f"env={state['env']!r} (`--env {state['env']}`), or import the module first: "
                 f"env_module={module!r} (`--env-module {module}`).")
+    config = state.get("config", {})
+    callbacks = config.get("callbacks")
+    module = module_to_import(callbacks) if isinstance(callbacks, str) else None
+    if module is not None and "callbacks" not in overrides:
+        raise CheckpointTrustError(
+            f"Checkpoint {checkpoint_path!r} names callbacks={callbacks!r}, and building them "
+            f"would import the module {module!r}, running its code; flowrl does not import "
+            f"modules a checkpoint names. If you trust this checkpoint, allow it: "
+            f"Trainer.from_checkpoint(path, trust_checkpoint=True) or `flowrl rollout "
+            f"CHECKPOINT --trust-checkpoint`; or pass config={{'callbacks': ...}} yourself.")
     if "model" in overrides:
         return
-    config = state.get("config", {})
     models = [("model", config.get("model", {}))] + [
         (f"policies[{pid!r}].config.model", entry.get("config", {}).get("model", {}))
         for pid, entry in (config.get("policies") or {}).items() if isinstance(entry, dict)]

@@ -30,6 +30,7 @@ import numpy as np
 from flowrl.data import DEFAULT_POLICY_ID, MultiAgentBatch, SampleBatch, concat_samples
 from flowrl.envs import ProtocolCheckedParallelEnv, is_multi_agent_env
 from flowrl.policy import PolicySpec
+from flowrl.workers.callbacks import EpisodeCallbacks, make_callbacks
 from flowrl.workers.rollout_worker import (
     _non_finite_rows,
     _single_row_batch,
@@ -262,6 +263,7 @@ class MultiAgentRolloutWorker(SamplingWorker):
         worker_index: 0 for the driver's local worker, 1..n for remote ones.
         num_workers: how many remote workers the set has.
         num_threads: the framework's intra-op threads in this process (None: its default).
+        callbacks: the run's `Callbacks` subclass (or its "module:Class" path), or None.
     """
 
     def __init__(
@@ -277,6 +279,7 @@ class MultiAgentRolloutWorker(SamplingWorker):
         worker_index: int = 0,
         num_workers: int = 0,
         num_threads: int | None = None,
+        callbacks: Any = None,
     ) -> None:
         super().__init__(env_creator=env_creator, env_config=env_config, num_envs=num_envs,
                          rollout_fragment_length=rollout_fragment_length, batch_mode=batch_mode,
@@ -302,6 +305,9 @@ class MultiAgentRolloutWorker(SamplingWorker):
         # A recurrent policy's state per slot (env copy, agent), without the batch dimension;
         # a slot without an entry starts from its policy's initial state.
         self._states: dict[int, list[np.ndarray]] = {}
+        self.callbacks = make_callbacks(callbacks)
+        self._episode_callbacks = (None if self.callbacks is None
+                                   else EpisodeCallbacks(self.callbacks, self))
 
     # --- policies -----------------------------------------------------------------------------
 
@@ -344,12 +350,14 @@ class MultiAgentRolloutWorker(SamplingWorker):
                 self._reject_non_finite_observations(observations, "reset()", env_index)
                 self._envs.append(env)
                 self._observations.append(observations)
-                self._episodes.append(self._new_episode())
+                self._episodes.append(self._new_episode(env_index))
         return self._envs
 
-    def _new_episode(self) -> _EnvEpisode:
+    def _new_episode(self, env_index: int) -> _EnvEpisode:
         episode = _EnvEpisode(self._next_episode_id)
         self._next_episode_id += 1
+        if self._episode_callbacks is not None:
+            self._episode_callbacks.start(env_index, episode.episode_id)
         return episode
 
     def _slot(self, env_index: int, agent: Hashable) -> int:
@@ -383,7 +391,15 @@ class MultiAgentRolloutWorker(SamplingWorker):
             if not complete or rows >= target:
                 break
         batches = {pid: concat_samples(parts) for pid, parts in pieces.items() if parts}
-        return MultiAgentBatch(batches, env_steps)
+        batch = MultiAgentBatch(batches, env_steps)
+        if self.callbacks is not None:
+            self.callbacks.on_sample_end(worker=self, batch=batch)
+        return batch
+
+    def pop_custom_metrics(self) -> list[dict[str, float]]:
+        """The callbacks' custom metrics of the episodes that ended since the last call."""
+        return [] if self._episode_callbacks is None else (
+            self._episode_callbacks.pop_custom_metrics())
 
     def _collect_fragment(self) -> dict[str, list[_StepRecord]]:
         envs = self._vector_env()
@@ -479,9 +495,13 @@ class MultiAgentRolloutWorker(SamplingWorker):
         episode = self._episodes[env_index]
         episode.length += 1
         self._reject_non_finite_observations(result[0], "step()", env_index)
+        if self._episode_callbacks is not None:
+            self._episode_callbacks.step(env_index, None, float(sum(result[1].values())))
         if env.agents:
             self._observations[env_index] = result[0]
             return
+        if self._episode_callbacks is not None:
+            self._episode_callbacks.end(env_index)
         policy_returns: dict[str, float] = collections.defaultdict(float)
         for agent, agent_return in episode.agent_returns.items():
             policy_returns[self.multi_agent.policy_for(agent)] += agent_return
@@ -491,7 +511,7 @@ class MultiAgentRolloutWorker(SamplingWorker):
             del self._states[slot]
         self._observations[env_index], _ = env.reset()
         self._reject_non_finite_observations(self._observations[env_index], "reset()", env_index)
-        self._episodes[env_index] = self._new_episode()
+        self._episodes[env_index] = self._new_episode(env_index)
 
     def _reject_non_finite_observations(
             self, observations: Mapping[Hashable, Any], returned_by: str,
@@ -725,6 +745,7 @@ def multi_agent_worker_kwargs(kwargs: Mapping[str, Any],
     single_agent_only = ("policy_spec", "config", "observation_space", "action_space")
     converted = {key: value for key, value in kwargs.items() if key not in single_agent_only}
     converted["multi_agent"] = setup
+    converted["callbacks"] = getattr(kwargs.get("config"), "callbacks", None)
     return converted
 
 

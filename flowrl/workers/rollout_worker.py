@@ -20,6 +20,7 @@ import numpy as np
 
 from flowrl.data import SampleBatch, concat_samples
 from flowrl.policy import PolicySpec, trajectory_bounds
+from flowrl.workers.callbacks import EpisodeCallbacks, make_callbacks
 from flowrl.workers.episodes import EpisodeTracker
 from flowrl.workers.sampling_worker import (
     BatchMode,
@@ -90,6 +91,9 @@ class RolloutWorker(SamplingWorker):
         self._raw_obs: Any = None
         self._state: list[np.ndarray] = []  # a recurrent policy's state, one row per env
         self._partial: list[list[SampleBatch]] = [[] for _ in range(num_envs)]
+        callbacks = make_callbacks(getattr(config, "callbacks", None))
+        self.callbacks = callbacks
+        self._episode_callbacks = None if callbacks is None else EpisodeCallbacks(callbacks, self)
 
     # --- environments ---------------------------------------------------------------------
 
@@ -108,6 +112,9 @@ class RolloutWorker(SamplingWorker):
             self._reject_non_finite_observations(self._raw_obs, "reset()")
             self._state = initial_states(self.policy, self.num_envs)
             self._env.action_space.seed(_step_seed(self.seed, self.worker_index, 99))
+            if self._episode_callbacks is not None:
+                for env_index, episode_id in enumerate(self.episodes.eps_id):
+                    self._episode_callbacks.start(env_index, int(episode_id))
         return self._env
 
     # --- sampling ---------------------------------------------------------------------------
@@ -116,12 +123,16 @@ class RolloutWorker(SamplingWorker):
         """Returns `rollout_fragment_length * num_envs` postprocessed steps (at least that many,
         all in complete episodes, under batch_mode="complete_episodes")."""
         if self.batch_mode == "truncate_episodes":
-            return concat_samples(self._collect_fragment(flush_partial=True))
-        target = self.rollout_fragment_length * self.num_envs
-        pieces: list[SampleBatch] = []
-        while sum(len(p) for p in pieces) < target:
-            pieces.extend(self._collect_fragment(flush_partial=False))
-        return concat_samples(pieces)
+            batch = concat_samples(self._collect_fragment(flush_partial=True))
+        else:
+            target = self.rollout_fragment_length * self.num_envs
+            pieces: list[SampleBatch] = []
+            while sum(len(p) for p in pieces) < target:
+                pieces.extend(self._collect_fragment(flush_partial=False))
+            batch = concat_samples(pieces)
+        if self.callbacks is not None:
+            self.callbacks.on_sample_end(worker=self, batch=batch)
+        return batch
 
     def _collect_fragment(self, *, flush_partial: bool) -> list[SampleBatch]:
         """Steps all envs `rollout_fragment_length` times; returns postprocessed trajectories."""
@@ -155,6 +166,8 @@ class RolloutWorker(SamplingWorker):
                 self._reject_non_finite_observations(final_row, "step()", env_index=int(i))
                 new_obs_rows[i] = policy.preprocess(final_row)[0]
         eps_id, t = self.episodes.step(rewards, dones)
+        if self._episode_callbacks is not None:
+            self._call_episode_callbacks(actions, rewards, dones)
         self._raw_obs = next_raw
         self._state = reset_finished_states(policy, state_out, dones)
         row = {
@@ -170,6 +183,21 @@ class RolloutWorker(SamplingWorker):
         row.update(extras)
         row.update(state_columns(state_in))
         return row
+
+    def _call_episode_callbacks(self, actions: np.ndarray, rewards: np.ndarray,
+                                dones: np.ndarray) -> None:
+        """Each env's step, and for a finished episode its end and the next one's start."""
+        callbacks = self._episode_callbacks
+        for env_index in range(self.num_envs):
+            callbacks.step(env_index, actions[env_index], rewards[env_index])
+            if dones[env_index]:
+                callbacks.end(env_index)
+                callbacks.start(env_index, int(self.episodes.eps_id[env_index]))
+
+    def pop_custom_metrics(self) -> list[dict[str, float]]:
+        """The callbacks' custom metrics of the episodes that ended since the last call."""
+        return [] if self._episode_callbacks is None else (
+            self._episode_callbacks.pop_custom_metrics())
 
     def _env_actions(self, actions: np.ndarray) -> np.ndarray:
         """What the env is stepped with: Box actions clipped to the space's bounds (the batch

@@ -205,6 +205,17 @@ class WorkerSet:
             episodes = [(episode[0], episode[1]) for episode in episodes]
         return episodes
 
+    def collect_custom_metrics(self) -> list[dict[str, float]]:
+        """The callbacks' custom metrics of every episode that ended on any worker since the
+        last collection (a worker that died since is skipped)."""
+        metrics = self._local.pop_custom_metrics()
+        for future in [executor.call(handle, "pop_custom_metrics") for handle in self._remote]:
+            try:
+                metrics.extend(executor.get(future))
+            except ActorDiedError:
+                continue
+        return metrics
+
     def pop_policy_episode_returns(self) -> list[dict[str, float]]:
         """Multi-agent envs: {policy id: return} of the episodes the last
         `collect_episode_stats` calls returned (cleared on reading)."""
