@@ -248,6 +248,8 @@ class AlgorithmConfig(_FrozenConfig):
     """Pull the plan until this many seconds passed per reported iteration; 0 = once."""
     evaluation_num_episodes: int = 10
     """Episodes run by each evaluation; typically 5-100."""
+    observation_filter: Literal["NoFilter", "MeanStdFilter"] = "NoFilter"
+    """Normalize observations by a running mean/std merged from every worker each iteration."""
     callbacks: str | type | None = None
     """A flowrl.Callbacks subclass (or "module:Class") run on every worker and the Trainer."""
     evaluation_interval: int = 0

@@ -184,6 +184,8 @@ class Trainer:
                 break
         self.iteration += 1
         self._time_total += time.perf_counter() - start
+        if self.config.observation_filter != "NoFilter":
+            self.workers.sync_observation_filters()  # every worker normalizes alike
         result = self._result(learner_stats, time.perf_counter() - start)
         interval = self.config.evaluation_interval
         if interval and self.iteration % interval == 0:  # reaches every record below
@@ -431,6 +433,8 @@ class Trainer:
         self._episodes.extend((float(ret), int(length)) for ret, length in state["episodes"])
         self._last_steps_sampled = int(state["last_steps_sampled"])
         self.workers.sync_weights()
+        if self.config.observation_filter != "NoFilter":
+            self.workers.sync_observation_filters()  # the restored statistics, everywhere
 
     def _restore_replay_buffers(self, saved: list[list[dict]] | None, checkpoint_path: str
                                 ) -> None:

@@ -27,7 +27,7 @@ from flowrl.iter import ActorDiedError, GraphLink, LocalIterator, PollingSource,
 from flowrl.ops.metrics import STEPS_SAMPLED_COUNTER, STEPS_TRAINED_COUNTER
 from flowrl.ops.results import TrainResult
 from flowrl.ops.rollout_ops import workers_graph_link
-from flowrl.policy.gradient_free import RunningStat
+from flowrl.policy.filters import RunningStat
 from flowrl.workers import WorkerSet
 from flowrl.workers.noise_table import SharedNoiseTable
 from flowrl.workers.perturbation import (

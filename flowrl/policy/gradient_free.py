@@ -37,78 +37,13 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 
+from flowrl.policy.filters import FILTER_CLIP, RunningStat
 from flowrl.policy.models import build_model_spec
 from flowrl.policy.spec import PolicySpec
 
 OptimizerName = Literal["adam", "sgd"]
-_FILTER_CLIP = 10.0
-_MIN_STD = 1e-2
 
 
-# ---- observation statistics -------------------------------------------------------------------
-
-
-class RunningStat:
-    """Count, mean and sum of squared deviations of a stream of observation rows (Welford).
-
-    Two `RunningStat`s merge exactly (Chan et al.'s parallel formula), so workers can each
-    count the observations they saw and the learner adds their deltas in any order.
-
-    Examples:
-        >>> a, b = RunningStat((1,)), RunningStat((1,))
-        >>> a.push_rows(np.array([[1.0], [3.0]])); b.push_rows(np.array([[5.0]]))
-        >>> a.merge(b); a.count, a.mean.tolist(), round(float(a.var[0]), 3)
-        (3, [3.0], 4.0)
-    """
-
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        self.count = 0
-        self.mean = np.zeros(shape, dtype=np.float64)
-        self.sum_sq = np.zeros(shape, dtype=np.float64)
-
-    def push_rows(self, rows: np.ndarray) -> None:
-        """Adds a batch of observation rows (first axis: rows)."""
-        rows = np.asarray(rows, dtype=np.float64)
-        if len(rows) == 0:
-            return
-        other = RunningStat(self.mean.shape)
-        other.count = len(rows)
-        other.mean = rows.mean(axis=0)
-        other.sum_sq = ((rows - other.mean) ** 2).sum(axis=0)
-        self.merge(other)
-
-    def merge(self, other: RunningStat) -> None:
-        """Adds another stat's observations to this one."""
-        if other.count == 0:
-            return
-        total = self.count + other.count
-        delta = other.mean - self.mean
-        self.sum_sq = self.sum_sq + other.sum_sq + delta**2 * self.count * other.count / total
-        self.mean = self.mean + delta * other.count / total
-        self.count = total
-
-    @property
-    def var(self) -> np.ndarray:
-        """Sample variance per dimension (ones before two observations were seen)."""
-        if self.count < 2:
-            return np.ones_like(self.mean)
-        return self.sum_sq / (self.count - 1)
-
-    @property
-    def std(self) -> np.ndarray:
-        """Standard deviation per dimension, at least 0.01 so constant inputs stay finite."""
-        return np.maximum(np.sqrt(self.var), _MIN_STD)
-
-    def get_state(self) -> dict[str, Any]:
-        return {"count": int(self.count), "mean": self.mean.copy(), "sum_sq": self.sum_sq.copy()}
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> RunningStat:
-        stat = cls(np.asarray(state["mean"]).shape)
-        stat.count = int(state["count"])
-        stat.mean = np.asarray(state["mean"], dtype=np.float64).copy()
-        stat.sum_sq = np.asarray(state["sum_sq"], dtype=np.float64).copy()
-        return stat
 
 
 # ---- optimizers on a flat vector --------------------------------------------------------------
@@ -277,8 +212,8 @@ class GradientFreePolicy:
         """Rows normalized by the current filter snapshot (identity with "NoFilter")."""
         if self.config.observation_filter == "NoFilter":
             return obs_rows
-        return np.clip((obs_rows - self.filter_mean) / self.filter_std, -_FILTER_CLIP,
-                       _FILTER_CLIP)
+        return np.clip((obs_rows - self.filter_mean) / self.filter_std, -FILTER_CLIP,
+                       FILTER_CLIP)
 
     def compute_actions_with(self, theta: np.ndarray, raw_obs: Any,
                              action_noise: np.random.Generator | None = None) -> np.ndarray:

@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from flowrl.data.sample_batch import SampleBatch, concat_samples
+from flowrl.policy.filters import make_observation_filter
 from flowrl.policy.model_contract import (
     ACTOR_CRITIC,
     DETERMINISTIC_ACTOR_CRITIC,
@@ -97,6 +98,9 @@ class Policy(ABC):
         check_action_space(action_space)
         self.spec = spec
         self.config = spec.resolve_config(config)
+        self.observation_filter = make_observation_filter(
+            getattr(self.config, "observation_filter", "NoFilter"), self.preprocessor.shape,
+            self.preprocessor.dtype)
         self.loss_fn = spec.loss_for(self.framework)
         self.worker_index = worker_index
         self.num_workers = num_workers
@@ -429,9 +433,25 @@ class Policy(ABC):
 
     # ---- shared behaviour ---------------------------------------------------------------------
 
-    def preprocess(self, obs_batch: Any) -> np.ndarray:
-        """Validates raw observations and returns the rows stored as `SampleBatch["obs"]`."""
-        return self.preprocessor.transform(obs_batch)
+    def preprocess(self, obs_batch: Any, *, update_filter: bool = False) -> np.ndarray:
+        """Validates raw observations and returns the rows stored as `SampleBatch["obs"]`:
+        normalized by the observation filter when the config asks for one (`update_filter`:
+        count these observations in its statistics first, as a rollout worker does)."""
+        rows = self.preprocessor.transform(obs_batch)
+        if self.observation_filter is None:
+            return rows
+        if update_filter:
+            self.observation_filter.push(rows)
+        return self.observation_filter.normalize(rows)
+
+    def filter_state(self) -> dict[str, Any] | None:
+        """The observation filter's statistics (None without a filter), for checkpoints."""
+        return None if self.observation_filter is None else self.observation_filter.get_state()
+
+    def set_filter_state(self, state: Mapping[str, Any] | None) -> None:
+        """Restores what `filter_state` returned."""
+        if self.observation_filter is not None and state is not None:
+            self.observation_filter.set_state(state)
 
     def compute_single_action(
         self, obs: Any, state: list[np.ndarray] | None = None, *, explore: bool = True

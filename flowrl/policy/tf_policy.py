@@ -442,6 +442,7 @@ class TFPolicy(Policy, Saveable):
             "global_timestep": self.global_timestep,
             "coefficients": self._coefficient_values(),
             **({"target_weights": self.get_target_weights()} if self.target_model else {}),
+            **({"observation_filter": self.filter_state()} if self.observation_filter else {}),
         }
 
     def _group_state(self, index: int) -> dict[str, Any]:
@@ -460,6 +461,7 @@ class TFPolicy(Policy, Saveable):
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         self.set_weights(state["weights"])
+        self.set_filter_state(state.get("observation_filter"))
         for index, saved in enumerate(self._group_states(state["optimizer"])):
             group = self.optimizer_groups[index]
             self._set_group_lr(index, float(saved["lr"]))

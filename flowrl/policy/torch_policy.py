@@ -343,6 +343,7 @@ class TorchPolicy(Policy, Saveable):
             "global_timestep": self.global_timestep,
             "coefficients": self._coefficient_values(),
             **({"target_weights": self.get_target_weights()} if self.target_model else {}),
+            **({"observation_filter": self.filter_state()} if self.observation_filter else {}),
         }
 
     def _group_state(self, index: int) -> dict[str, Any]:
@@ -361,6 +362,7 @@ class TorchPolicy(Policy, Saveable):
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         self.set_weights(state["weights"])
+        self.set_filter_state(state.get("observation_filter"))
         for index, group_state in enumerate(self._group_states(state["optimizer"])):
             self._set_group_state(index, group_state)
         self.on_global_var_update({"timestep": int(state["global_timestep"])})

@@ -396,6 +396,19 @@ class MultiAgentRolloutWorker(SamplingWorker):
             self.callbacks.on_sample_end(worker=self, batch=batch)
         return batch
 
+    def pop_filter_deltas(self) -> dict[str, Any]:
+        """Policy id -> its observation filter's statistics since the last call."""
+        return {pid: policy.observation_filter.pop_delta()
+                for pid, policy in self.policy_map.items()
+                if policy.observation_filter is not None}
+
+    def set_filter_states(self, states: dict[str, Any]) -> None:
+        """Normalizes with the learner's merged statistics, per policy, from now on."""
+        for pid, state in states.items():
+            policy = self.policy_map.get(pid)
+            if policy is not None and policy.observation_filter is not None:
+                policy.observation_filter.set_running(state)
+
     def pop_custom_metrics(self) -> list[dict[str, float]]:
         """The callbacks' custom metrics of the episodes that ended since the last call."""
         return [] if self._episode_callbacks is None else (
@@ -425,7 +438,7 @@ class MultiAgentRolloutWorker(SamplingWorker):
         for policy_id, (slots, agents, raw) in grouped.items():
             policy = self.policy_map[policy_id]
             raw_batch = _stack_observations(raw)
-            obs_rows = policy.preprocess(raw_batch)
+            obs_rows = policy.preprocess(raw_batch, update_filter=True)
             state_in = self._slot_states(policy, slots)
             actions, state_out, extras = policy.compute_actions(raw_batch, state_in or None,
                                                                 explore=True)

@@ -25,7 +25,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from flowrl.policy.gradient_free import RunningStat
+from flowrl.policy.filters import RunningStat
 from flowrl.workers.noise_table import SharedNoiseTable
 
 

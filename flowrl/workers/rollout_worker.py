@@ -149,7 +149,7 @@ class RolloutWorker(SamplingWorker):
 
     def _step_once(self, env: gym.vector.VectorEnv) -> dict[str, np.ndarray]:
         policy = self.policy
-        obs_rows = policy.preprocess(self._raw_obs)
+        obs_rows = policy.preprocess(self._raw_obs, update_filter=True)
         state_in = self._state
         actions, state_out, extras = policy.compute_actions(self._raw_obs, state_in or None,
                                                             explore=True)
@@ -193,6 +193,20 @@ class RolloutWorker(SamplingWorker):
             if dones[env_index]:
                 callbacks.end(env_index)
                 callbacks.start(env_index, int(self.episodes.eps_id[env_index]))
+
+    def pop_filter_deltas(self) -> dict[str, Any]:
+        """Policy id -> the observation filter's statistics since the last call (policies
+        without a filter are left out)."""
+        observation_filter = getattr(self.policy, "observation_filter", None)
+        return {} if observation_filter is None else {
+            "default_policy": observation_filter.pop_delta()}
+
+    def set_filter_states(self, states: dict[str, Any]) -> None:
+        """Normalizes with the learner's merged statistics from now on (`pop_filter_deltas`'
+        policy ids)."""
+        observation_filter = getattr(self.policy, "observation_filter", None)
+        if "default_policy" in states and observation_filter is not None:
+            observation_filter.set_running(states["default_policy"])
 
     def pop_custom_metrics(self) -> list[dict[str, float]]:
         """The callbacks' custom metrics of the episodes that ended since the last call."""

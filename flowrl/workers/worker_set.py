@@ -205,6 +205,33 @@ class WorkerSet:
             episodes = [(episode[0], episode[1]) for episode in episodes]
         return episodes
 
+    def sync_observation_filters(self) -> None:
+        """Merges what every remote worker's observation filters saw into the learner's (the
+        local worker's, which counts its own samples directly) and sends the merged
+        statistics back, so all normalize alike. Nothing happens without filters."""
+        self._local.pop_filter_deltas()  # already in the learner's own statistics
+        futures = [executor.call(handle, "pop_filter_deltas") for handle in self._remote]
+        learner = self._local
+        for future in futures:
+            try:
+                deltas = executor.get(future)
+            except ActorDiedError:
+                continue
+            for pid, delta in deltas.items():
+                learner.get_policy(pid).observation_filter.merge_delta(delta)
+        merged = {pid: learner.get_policy(pid).observation_filter.get_state()
+                  for pid in self._filtered_policy_ids()}
+        if merged:
+            ref = executor.put(merged)
+            for handle in self._remote:
+                executor.call(handle, "set_filter_states", ref)
+
+    def _filtered_policy_ids(self) -> list[str]:
+        local = self._local
+        policies = getattr(local, "policy_map", None) or {"default_policy": local.policy}
+        return [pid for pid, policy in policies.items()
+                if getattr(policy, "observation_filter", None) is not None]
+
     def collect_custom_metrics(self) -> list[dict[str, float]]:
         """The callbacks' custom metrics of every episode that ended on any worker since the
         last collection (a worker that died since is skipped)."""

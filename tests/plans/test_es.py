@@ -14,7 +14,8 @@ from flowrl.ops.gradient_free import (
     centered_ranks,
 )
 from flowrl.plans.es import ESConfig, ESGradient
-from flowrl.policy.gradient_free import FlatOptimizer, RunningStat
+from flowrl.policy.filters import RunningStat
+from flowrl.policy.gradient_free import FlatOptimizer
 from flowrl.workers.noise_table import SharedNoiseTable, check_noise_size, make_noise
 
 TINY_ES = {"episodes_per_batch": 4, "train_batch_size": 20, "pairs_per_request": 1,
