@@ -248,6 +248,10 @@ class AlgorithmConfig(_FrozenConfig):
     """Pull the plan until this many seconds passed per reported iteration; 0 = once."""
     evaluation_num_episodes: int = 10
     """Episodes run by each evaluation; typically 5-100."""
+    reward_scale: float = 1.0
+    """Rewards stored for training are multiplied by this (reported returns stay as they were)."""
+    clip_rewards: float | None = None
+    """Rewards stored for training are clipped to [-clip_rewards, clip_rewards]; None: no clip."""
     observation_filter: Literal["NoFilter", "MeanStdFilter"] = "NoFilter"
     """Normalize observations by a running mean/std merged from every worker each iteration."""
     callbacks: str | type | None = None
@@ -303,6 +307,11 @@ class AlgorithmConfig(_FrozenConfig):
             self._check_at_least(name, 0)
         self._check_at_least("evaluation_num_episodes", 0)
         self._check_at_least("evaluation_interval", 0)
+        if not self.reward_scale > 0 or (self.clip_rewards is not None
+                                         and not self.clip_rewards > 0):
+            raise ValueError(
+                f"reward_scale must be > 0 and clip_rewards > 0 or None; got "
+                f"reward_scale={self.reward_scale}, clip_rewards={self.clip_rewards}.")
         if self.evaluation_interval and not self.evaluation_num_episodes:
             raise ValueError(
                 f"evaluation_interval={self.evaluation_interval} asks for evaluations of "

@@ -1,5 +1,6 @@
-"""Observation normalization: a running mean/std counted on every worker, merged into the
-learner's each iteration and sent back, used for acting and training, saved in checkpoints."""
+"""Normalization. Observations: a running mean/std counted on every worker, merged into the
+learner's each iteration and sent back, used for acting and training, saved in checkpoints.
+Rewards: scaled and clipped for training, reported as they were."""
 
 from __future__ import annotations
 
@@ -73,3 +74,22 @@ def test_a_filter_over_image_observations_is_refused_with_the_reason():
     with pytest.raises(ValueError, match="uint8 images"):
         make_observation_filter("MeanStdFilter", (84, 84, 4), np.uint8)
     assert make_observation_filter("NoFilter", (4,), np.float32) is None
+
+
+def test_rewards_are_scaled_and_clipped_for_training_but_reported_as_they_were(local_executor):
+    from flowrl.ops import ParallelRollouts
+
+    trainer = flowrl.Trainer("pg", env="CartPole-v1", config={
+        "num_workers": 0, "num_envs_per_worker": 2, "rollout_fragment_length": 50,
+        "train_batch_size": 100, "seed": 1, "batch_mode": "truncate_episodes",
+        "reward_scale": 0.5, "clip_rewards": 0.3})
+    try:
+        batch = next(iter(ParallelRollouts(trainer.workers)))
+        result = trainer.train()
+    finally:
+        trainer.stop()
+    np.testing.assert_allclose(batch["rewards"], 0.3)  # CartPole's +1 a step, scaled, clipped
+    assert result["episode_reward_mean"] >= 8  # the env's own returns
+    with pytest.raises(ValueError, match="clip_rewards > 0 or None"):
+        flowrl.Trainer("pg", env="CartPole-v1", config={"clip_rewards": 0.0}, local_mode=True)
+

@@ -255,3 +255,23 @@ def n_step_returns(batch: SampleBatch, n_step: int, gamma: float) -> SampleBatch
 def n_step_postprocess(policy: Any, batch: SampleBatch) -> SampleBatch:
     """The DQN policy's postprocessing: `n_step_returns` with the policy's config."""
     return n_step_returns(batch, policy.config.n_step, policy.config.gamma)
+
+
+def training_rewards(rewards: np.ndarray, config: Any) -> np.ndarray:
+    """The rewards a rollout stores for training: scaled by `config.reward_scale`, then
+    clipped to +-`config.clip_rewards` (the episode returns workers report stay unscaled).
+
+    Examples:
+        >>> class Config: reward_scale, clip_rewards = 0.5, 1.0
+        >>> training_rewards(np.array([4.0, -1.0, 0.5]), Config()).tolist()
+        [1.0, -0.5, 0.25]
+    """
+    scale = float(getattr(config, "reward_scale", 1.0))
+    clip = getattr(config, "clip_rewards", None)
+    rewards = np.asarray(rewards, dtype=np.float32)
+    if scale != 1.0:
+        rewards = rewards * np.float32(scale)
+    if clip is not None:
+        rewards = np.clip(rewards, -clip, clip).astype(np.float32)
+    return rewards
+

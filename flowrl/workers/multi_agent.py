@@ -30,6 +30,7 @@ import numpy as np
 from flowrl.data import DEFAULT_POLICY_ID, MultiAgentBatch, SampleBatch, concat_samples
 from flowrl.envs import ProtocolCheckedParallelEnv, is_multi_agent_env
 from flowrl.policy import PolicySpec
+from flowrl.policy.postprocessing import training_rewards
 from flowrl.workers.callbacks import EpisodeCallbacks, make_callbacks
 from flowrl.workers.rollout_worker import (
     _non_finite_rows,
@@ -495,7 +496,8 @@ class MultiAgentRolloutWorker(SamplingWorker):
             episode.agent_returns[agent] += reward
         policy = self.policy_map[policy_id]
         columns = dict(rows.columns)
-        columns.update(rewards=rewards, terminateds=terminateds, truncateds=truncateds,
+        columns.update(rewards=training_rewards(rewards, policy.config),
+                       terminateds=terminateds, truncateds=truncateds,
                        new_obs=np.asarray(policy.preprocess(_stack_observations(next_raw))),
                        eps_id=eps_id, t=t,
                        agent_index=np.array([self._slot(0, agent) for _, agent in rows.agents],

@@ -20,6 +20,7 @@ import numpy as np
 
 from flowrl.data import SampleBatch, concat_samples
 from flowrl.policy import PolicySpec, trajectory_bounds
+from flowrl.policy.postprocessing import training_rewards
 from flowrl.workers.callbacks import EpisodeCallbacks, make_callbacks
 from flowrl.workers.episodes import EpisodeTracker
 from flowrl.workers.sampling_worker import (
@@ -173,7 +174,7 @@ class RolloutWorker(SamplingWorker):
         row = {
             "obs": obs_rows,
             "actions": actions,
-            "rewards": np.asarray(rewards, dtype=np.float32),
+            "rewards": training_rewards(rewards, policy.config),
             "terminateds": np.asarray(terminateds, dtype=bool),
             "truncateds": np.asarray(truncateds, dtype=bool),
             "new_obs": new_obs_rows,
