@@ -496,7 +496,7 @@ def _rollout(args: argparse.Namespace) -> int:
         _check_writable_output(args.out)
     try:
         trainer = _trainer_module().Trainer.from_checkpoint(
-            args.checkpoint, local_mode=True, config={"num_workers": 0},
+            args.checkpoint, local_mode=True, config={"num_workers": 0, "callbacks": None},
             env_module=args.env_module, env=args.env, trust_checkpoint=args.trust_checkpoint,
         )
     except (FileNotFoundError, ValueError) as error:
@@ -526,7 +526,7 @@ def _export(args: argparse.Namespace) -> int:
 
     try:
         trainer = _trainer_module().Trainer.from_checkpoint(
-            args.checkpoint, local_mode=True, config={"num_workers": 0},
+            args.checkpoint, local_mode=True, config={"num_workers": 0, "callbacks": None},
             env_module=args.env_module, trust_checkpoint=args.trust_checkpoint)
     except (FileNotFoundError, ValueError) as error:
         raise CommandError(str(error)) from None

@@ -137,8 +137,13 @@ def make_callbacks(spec: Any) -> Callbacks | None:
             for part in attribute.split("."):
                 value = getattr(value, part)
         except (ImportError, AttributeError, ValueError) as error:
-            raise ValueError(f"callbacks={spec!r} does not import ({error}); pass a Callbacks "
-                             f"subclass or 'package.module:Class'.") from error
+            where = (" Callbacks defined in a script (__main__) cannot be found from another "
+                     "process: define them in an importable module." if module_name ==
+                     "__main__" else "")
+            raise ValueError(
+                f"callbacks={spec!r} does not import ({error}); pass a Callbacks subclass or "
+                f"'package.module:Class'. Restoring a checkpoint, pass config={{'callbacks': "
+                f"YourCallbacks}} (or None) to replace the ones it names.{where}") from error
         spec = value
     if not (isinstance(spec, type) and issubclass(spec, Callbacks)):
         raise TypeError(f"callbacks must be a subclass of flowrl.Callbacks (or its "
