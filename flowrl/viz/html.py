@@ -433,8 +433,11 @@ def _stats_line(attrs: dict[str, Any]) -> str | None:
 
 
 def _live_stats_line(attrs: dict[str, Any]) -> str:
-    """Rates of a running plan (``flowrl.viz.live.annotate_rates``): items/s, share, fill."""
+    """Rates of a running plan (``flowrl.viz.live.annotate_rates``): items/s, the operator's
+    own time per item, its share of the iteration, and a queue's fill."""
     parts = [f"{_si(float(attrs['items_per_s']))} items/s"]
+    if isinstance(attrs.get("seconds_per_item"), int | float):
+        parts.append(f"{_seconds(float(attrs['seconds_per_item']))} each")
     if isinstance(attrs.get("time_share"), int | float):
         parts.append(f"{100 * float(attrs['time_share']):.0f}% of iter")
     if isinstance(attrs.get("queue_size"), int):

@@ -69,14 +69,17 @@ MAX_CURVE_POINTS = 2000
 
 def annotate_rates(graph: Any, result: Mapping[str, Any] | None = None,
                    previous_ops: Mapping[str, Mapping[str, Any]] | None = None) -> Any:
-    """Adds ``items_per_s`` and ``time_share`` to every operator of ``graph``; returns ``graph``.
+    """Adds ``items_per_s``, ``time_share`` and ``seconds_per_item`` (the operator's own time
+    per item it produced) to every operator of ``graph``; returns ``graph``.
 
     ``graph`` is a plan graph with cumulative statistics (``items_out``, ``time_s`` per node,
     as ``trainer.plan_graph()`` has them). With ``previous_ops`` (the ``result["ops"]`` of the
     iteration before), the figures are for the last iteration: items it produced per second of
     ``result["time_this_iter_s"]`` and the seconds spent in it as a share of that time. Without,
     they average over ``result["time_total_s"]``. Shard-side operators run in parallel, so their
-    shares can add up to more than 1. Nodes keep any queue fill (``queue_size``) they carry;
+    shares can add up to more than 1. Along a chain of one-to-one operators every node yields
+    the same items per second; ``seconds_per_item`` and ``time_share`` tell them apart. Nodes
+    keep any queue fill (``queue_size``) they carry;
     side-link resources (``kind="resource"``) get no rates.
     Without a result (nothing trained yet) the graph is returned as it is.
     """
@@ -94,6 +97,8 @@ def annotate_rates(graph: Any, result: Mapping[str, Any] | None = None,
         spent = (_number(attrs.get("time_s")) or 0.0) - (_number(before.get("time_s")) or 0.0)
         attrs["items_per_s"] = max(items, 0.0) / seconds
         attrs["time_share"] = max(spent, 0.0) / seconds
+        if items > 0 and spent > 0:  # what sets one operator apart from the next in a chain
+            attrs["seconds_per_item"] = spent / items
     return graph
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import doctest
 import json
 import math
+import re
 import socket
 import threading
 import urllib.error
@@ -107,7 +108,8 @@ def test_state_document_is_strict_json_with_the_stats_line_of_a_running_plan(loc
     text = json.dumps(document, allow_nan=False)  # JavaScript's JSON.parse rejects NaN
     assert "ops" not in document["result"] and document["result"]["training_iteration"] == 1
     stats = document["plan"]["layout"]["nodes"][node]["stats"]
-    assert stats == "2 items/s \u00b7 0% of iter \u00b7 queue 2/8", text
+    assert re.fullmatch("2 items/s \u00b7 [0-9.]+ [mµ]?s each \u00b7 0% of iter \u00b7 queue 2/8",
+                        stats), text
     assert live.curve_point(result) is None  # no finished episode: no point
     assert live.curve_point({"timesteps_total": 40, "episode_reward_mean": 9.5}) == [40.0, 9.5]
 
