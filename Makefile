@@ -13,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[torch,tf,test,tune,atari]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[torch,tf,test,tune,atari,video]'
 	touch $(STAMP)
 
 # Trains PPO on CartPole-v1 until the 100-episode mean return reaches 450, on a local Ray cluster,

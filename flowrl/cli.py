@@ -330,6 +330,12 @@ def _add_rollout_parser(commands: Any) -> None:
     rollout.add_argument("--trust-checkpoint", action="store_true",
                          help="Allow the checkpoint's env name to import the module it names "
                          "('module:EnvId'); refused otherwise, so a checkpoint runs no code.")
+    rollout.add_argument("--video-dir", metavar="DIR",
+                         help="Record every episode as an mp4 into DIR (gymnasium's "
+                         "RecordVideo; the env is made with render_mode='rgb_array').")
+    rollout.add_argument("--render", action="store_true",
+                         help="Show the episodes in a window (render_mode='human'; needs a "
+                         "display).")
     rollout.add_argument("--out", metavar="PATH",
                          help="Also write the episodes (return and length of each, and the "
                          "checkpoint and env they came from) to PATH as JSON.")
@@ -502,7 +508,10 @@ def _rollout(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as error:
         raise CommandError(str(error)) from None
     try:
-        episodes = trainer.workers.local_worker().evaluate(args.episodes)
+        if args.video_dir or args.render:
+            episodes = _rendered_episodes(trainer, args.episodes, video_dir=args.video_dir)
+        else:
+            episodes = trainer.workers.local_worker().evaluate(args.episodes)
         env_name = trainer.env_name
     finally:
         trainer.stop()
@@ -544,6 +553,61 @@ def _export(args: argparse.Namespace) -> int:
         trainer.stop()
     print(f"Exported the {policy.framework} policy to {path}")
     return EXIT_OK
+
+
+def _rendered_episodes(trainer: Any, episodes: int, *, video_dir: str | None
+                       ) -> list[tuple[float, int]]:
+    """Runs `episodes` greedy episodes on an env made to render: recorded into `video_dir`
+    (RecordVideo) or shown in a window; returns (return, length) of each."""
+    import gymnasium
+
+    if trainer.workers.multi_agent:
+        raise CommandError("--video-dir and --render run single-agent envs; this checkpoint's "
+                           "env is multi-agent. Use flowrl rollout without them.")
+    mode = "rgb_array" if video_dir else "human"
+    env_config = {**trainer.config.env_config, "render_mode": mode}
+    try:
+        env = trainer.workers.env_creator(env_config)
+    except TypeError as error:
+        raise CommandError(
+            f"--{'video-dir' if video_dir else 'render'} makes the env with render_mode={mode!r}, "
+            f"which {trainer.env_name!r} does not accept ({error}); give its constructor a "
+            f"render_mode parameter, as gymnasium's envs have.") from None
+    if video_dir:
+        try:
+            env = gymnasium.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True,
+                                                 disable_logger=True)
+        except gymnasium.error.DependencyNotInstalled as error:
+            env.close()
+            raise CommandError(f"--video-dir needs moviepy: {error}. Install it with "
+                               f"pip install 'flowrl[video]'.") from None
+    policy = trainer.get_policy()
+    finished = []
+    try:
+        for episode in range(episodes):
+            finished.append(_one_episode(env, policy, seed=episode))
+    except gymnasium.error.DependencyNotInstalled as error:
+        raise CommandError(f"rendering {trainer.env_name!r} needs a package that is not "
+                           f"installed: {error}") from None
+    finally:
+        env.close()
+    return finished
+
+
+def _one_episode(env: Any, policy: Any, *, seed: int) -> tuple[float, int]:
+    """One greedy episode of `policy` on `env`, carrying a recurrent policy's state."""
+    import gymnasium
+    import numpy as np
+
+    obs, _ = env.reset(seed=seed)
+    state, total, length, done = None, 0.0, 0, False
+    while not done:
+        action, state, _ = policy.compute_single_action(obs, state, explore=False)
+        if isinstance(env.action_space, gymnasium.spaces.Box):
+            action = np.clip(action, env.action_space.low, env.action_space.high)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        total, length, done = total + float(reward), length + 1, terminated or truncated
+    return total, length
 
 
 def _check_writable_output(path: str) -> None:

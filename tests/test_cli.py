@@ -524,6 +524,25 @@ def test_rollout_replays_a_checkpoint_and_prints_each_return(tmp_path, capsys, l
     assert_usage_error(capsys, code, "does not exist")
 
 
+def test_rollout_records_each_episode_as_a_video(tmp_path, capsys, local_executor):
+    import flowrl
+
+    pytest.importorskip("moviepy", reason="pip install 'flowrl[video]' (make setup does)")
+    result = flowrl.run("pg", env="CartPole-v1", local_mode=True, verbose=0,
+                        config={"num_workers": 0, "train_batch_size": 200,
+                                "rollout_fragment_length": 50, "seed": 0},
+                        stop={"training_iteration": 1}, checkpoint_dir=str(tmp_path / "ckpt"))
+    code = cli.main(["rollout", result["checkpoint"], "--episodes", "2",
+                     "--video-dir", str(tmp_path / "videos"), "--out", str(tmp_path / "e.json")])
+    out = capsys.readouterr().out
+    assert code == 0 and "mean return over 2 episodes" in out
+    videos = sorted(p.name for p in (tmp_path / "videos").glob("*.mp4"))
+    assert len(videos) == 2 and all((tmp_path / "videos" / v).stat().st_size > 1000
+                                    for v in videos)
+    lengths = [e["length"] for e in json.loads((tmp_path / "e.json").read_text())["episodes"]]
+    assert all(length >= 8 for length in lengths)
+
+
 def test_rollout_of_a_missing_checkpoint_is_a_usage_error(tmp_path, capsys):
     code = cli.main(["rollout", str(tmp_path / "nope")])
     assert_usage_error(capsys, code, "No flowrl checkpoint", "Trainer.save()")
