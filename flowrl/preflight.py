@@ -47,6 +47,7 @@ def check_env_spaces(spec: Any, config: Any, env_creator: Any, env_name: str) ->
     try:
         if is_multi_agent_env(env):
             return
+        _check_has_spaces(env, env_name)
         observation_space, action_space = env.observation_space, env.action_space
         check_observations_fit(env, env_name)
     finally:
@@ -61,6 +62,20 @@ def check_env_spaces(spec: Any, config: Any, env_creator: Any, env_name: str) ->
         raise ValueError(
             f"{spec.name} cannot run on env {env_name!r} (observation_space="
             f"{observation_space}, action_space={action_space}): {error}") from None
+
+
+def _check_has_spaces(env: Any, env_name: str) -> None:
+    """Raises unless `env` declares gymnasium spaces for its observations and actions."""
+    import gymnasium as gym
+
+    missing = [name for name in ("observation_space", "action_space")
+               if not isinstance(getattr(env, name, None), gym.spaces.Space)]
+    if missing:
+        raise ValueError(
+            f"The env {env_name!r} ({type(env).__name__}) has no gymnasium {' or '.join(missing)}"
+            f"; set self.observation_space and self.action_space in its __init__ (e.g. "
+            f"gymnasium.spaces.Box(-1.0, 1.0, (4,), np.float32) and "
+            f"gymnasium.spaces.Discrete(2)).")
 
 
 def check_observations_fit(env: Any, env_name: str) -> None:

@@ -65,3 +65,22 @@ def test_the_progress_line_of_a_multi_agent_run_shows_each_policys_return():
     assert "reward chaser 4.2, runner -4.2 |" in line
     single = format_progress({**result, "policy_reward_mean": {}})
     assert "reward     0.0 (min -5, max 5)" in single
+
+
+class NoSpacesEnv(gym.Env):
+    """Forgets to declare its spaces."""
+
+    def __init__(self, env_config=None):
+        del env_config
+
+    def reset(self, *, seed=None, options=None):
+        return np.zeros(2, np.float32), {}
+
+
+def test_an_env_without_spaces_says_which_are_missing(local_executor):
+    flowrl.register_env("no-spaces-env", NoSpacesEnv)
+    with pytest.raises(ValueError) as info:
+        flowrl.Trainer("ppo", env="no-spaces-env", config={"num_workers": 0})
+    message = str(info.value)
+    assert "'no-spaces-env' (NoSpacesEnv) has no gymnasium" in message
+    assert "observation_space or action_space" in message and "__init__" in message
