@@ -500,13 +500,7 @@ def _rollout(args: argparse.Namespace) -> int:
         raise CommandError(f"--episodes must be at least 1, got {args.episodes}.")
     if args.out:
         _check_writable_output(args.out)
-    try:
-        trainer = _trainer_module().Trainer.from_checkpoint(
-            args.checkpoint, local_mode=True, config={"num_workers": 0, "callbacks": None},
-            env_module=args.env_module, env=args.env, trust_checkpoint=args.trust_checkpoint,
-        )
-    except (FileNotFoundError, ValueError) as error:
-        raise CommandError(str(error)) from None
+    trainer = _restored_in_process(args, env=args.env)
     try:
         if args.video_dir or args.render:
             episodes = _rendered_episodes(trainer, args.episodes, video_dir=args.video_dir)
@@ -530,15 +524,20 @@ def _rollout(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _restored_in_process(args: argparse.Namespace, env: str | None = None) -> Any:
+    """The checkpoint's trainer, rebuilt in this process to act (no workers, no callbacks)."""
+    try:
+        return _trainer_module().Trainer.from_checkpoint(
+            args.checkpoint, local_mode=True, config={"num_workers": 0, "callbacks": None},
+            env_module=args.env_module, env=env, trust_checkpoint=args.trust_checkpoint)
+    except (FileNotFoundError, ValueError) as error:
+        raise CommandError(str(error)) from None
+
+
 def _export(args: argparse.Namespace) -> int:
     from flowrl.export import export_policy
 
-    try:
-        trainer = _trainer_module().Trainer.from_checkpoint(
-            args.checkpoint, local_mode=True, config={"num_workers": 0, "callbacks": None},
-            env_module=args.env_module, trust_checkpoint=args.trust_checkpoint)
-    except (FileNotFoundError, ValueError) as error:
-        raise CommandError(str(error)) from None
+    trainer = _restored_in_process(args)
     try:
         try:
             policy = trainer.get_policy(args.policy_id)
