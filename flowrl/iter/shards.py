@@ -222,14 +222,13 @@ class _Shards:
         """One batched get for a round; per-shard resolution only when an actor died or gave
         no reply within its ``reply_timeout_s``."""
         timeout = _reply_timeout(runs)
-        if timeout is not None:
-            _, stalled = executor.wait(futures, num_returns=len(futures), timeout=timeout)
-            if stalled:
-                return [self.resolve(run, future, refetch=True, stalled_after=timeout
-                                     if future in stalled else None)
-                        for run, future in zip(runs, futures, strict=True)]
         try:
-            values = executor.get(futures)
+            values = executor.get(futures, timeout=timeout)
+        except TimeoutError:  # some shard gave no reply in time: find which, and recover it
+            _, stalled = executor.wait(futures, num_returns=len(futures), timeout=0)
+            return [self.resolve(run, future, refetch=True,
+                                 stalled_after=timeout if future in stalled else None)
+                    for run, future in zip(runs, futures, strict=True)]
         except ActorDiedError:
             return [
                 self.resolve(run, future, refetch=True)
