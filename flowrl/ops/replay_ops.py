@@ -518,9 +518,9 @@ class UpdateTargetNetwork:
     """Updates the learner's target network every `target_network_update_freq` steps.
 
     Counts env steps sampled (`by="sampled"`, DQN) or samples trained on (`by="trained"`,
-    Ape-X, whose learner runs at its own pace) in the shared counters, or the learner thread's
-    updates (`by="updates"`, APPO: `target_network_update_freq` learner updates; needs
-    `learn_step`), and moves the target
+    Ape-X, whose learner runs at its own pace) in the shared counters, or optimizer updates
+    (`by="updates"`): the learner thread's with `learn_step` (APPO), else the learner
+    policy's own `num_updates` (SAC, DDPG, TD3), and moves the target
     toward the online network (`policy.update_target(tau)`; tau=1 copies it) each time that
     many have passed since the last update. `policy_id` picks a multi-agent learner's policy.
     With a learner thread, pass its `LockedLearnStep` as `learn_step`: the update then takes
@@ -547,9 +547,6 @@ class UpdateTargetNetwork:
             raise ValueError(f"UpdateTargetNetwork by={by!r} is not one of "
                              f"{list(_TARGET_UPDATE_BY)} (count env steps sampled, samples "
                              "trained or learner updates)")
-        if by == "updates" and learn_step is None:
-            raise ValueError("UpdateTargetNetwork(by='updates') counts a learner thread's "
-                             "updates: pass its LockedLearnStep as learn_step")
         if not 0.0 < tau <= 1.0:
             raise ValueError(f"UpdateTargetNetwork needs tau in (0, 1], got {tau=}")
         self.workers = workers
@@ -562,8 +559,10 @@ class UpdateTargetNetwork:
 
     def __call__(self, item: Any) -> Any:
         counters = LocalIterator.get_metrics().counters
-        if self.by == "updates":
+        if self.by == "updates" and self.learn_step is not None:
             now = int(self.learn_step.version)
+        elif self.by == "updates":
+            now = int(_learner_policy(self.workers, self.policy_id).num_updates)
         else:
             now = int(counters[STEPS_SAMPLED_COUNTER if self.by == "sampled" else
                                STEPS_TRAINED_COUNTER])

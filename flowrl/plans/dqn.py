@@ -8,7 +8,8 @@ Papers: https://www.nature.com/articles/nature14236 (DQN), https://arxiv.org/abs
 Implementation details:
 1. Two flows joined by `Concurrently(mode="round_robin")`: a store flow (sample, store in the
    replay buffer, sync weights to remote workers) and a train flow (replay, update priorities,
-   train, update the target network). `training_intensity` (samples trained per env step
+   train, update the target network), the flow every replay-based algorithm shares
+   (`flowrl.plans.off_policy`). `training_intensity` (samples trained per env step
    sampled) sets the round-robin weights; None trains one batch per sampling round.
 2. n-step returns are computed per trajectory piece on the rollout workers: row t gets
    `sum_k gamma^k r_{t+k}` over up to `n_step` rows of its piece, the observation it bootstraps
@@ -46,38 +47,31 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from flowrl.config import AlgorithmConfig, ModelConfig
+from flowrl.config import ModelConfig
 from flowrl.data import SampleBatch
 from flowrl.iter import LocalIterator
-from flowrl.ops import (
-    DEFAULT_POLICY_ID,
-    BroadcastWeights,
-    Concurrently,
-    ParallelRollouts,
-    PolicyRows,
-    Replay,
-    StoreToReplay,
-    TrainOneStep,
-    TrainResult,
-    UpdatePriorities,
-    UpdateTargetNetwork,
+from flowrl.ops import ParallelRollouts, TrainResult
+from flowrl.plans.off_policy import (  # noqa: F401 - re-exported: Ape-X and users import them here
+    ReplayConfig,
+    make_replay_buffer,
+    replay_policy_configs,
+    replay_sizes,
+    replay_steps_per_output,
+    replay_train_flow,
+    round_robin_weights,
+    uses_prioritized_replay,
+    with_target_updates,
 )
 from flowrl.policy import EpsilonGreedy, PolicySpec, q_model
 from flowrl.policy.postprocessing import BOOTSTRAP_DISCOUNT, n_step_postprocess
-from flowrl.replay import WEIGHTS, MultiAgentReplayBuffer, PrioritizedReplayBuffer, ReplayBuffer
+from flowrl.replay import WEIGHTS
 from flowrl.workers import WorkerSet
 
 
 @dataclass(frozen=True, kw_only=True)
-class DQNConfig(AlgorithmConfig):
-    """DQN's hyperparameters (on top of the shared rollout and resource settings)."""
+class DQNConfig(ReplayConfig):
+    """DQN's hyperparameters (on top of the shared replay, rollout and resource settings)."""
 
-    num_workers: int = 0
-    """Remote rollout workers; 0 samples in the driver, which is fastest for CartPole."""
-    rollout_fragment_length: int = 4
-    """Env steps per env per sampling round (each round is one store)."""
-    train_batch_size: int = 64
-    """Rows per replayed batch (one gradient step each)."""
     lr: float = 1e-3
     """Adam learning rate; typical 1e-4 to 1e-3."""
     grad_clip: float | None = 10.0
@@ -85,35 +79,10 @@ class DQNConfig(AlgorithmConfig):
     model: ModelConfig = dataclasses.field(
         default_factory=lambda: ModelConfig(fcnet_hiddens=(256, 256), fcnet_activation="relu"))
     """The Q-network's trunk (dueling heads sit on top of it)."""
-    learner_num_threads: int | None = 1
-    """Intra-op threads of the learner: small batches train fastest on one."""
-    min_steps_per_iteration: int = 1000
-    """Env steps per `train()` call (one reported iteration)."""
-    buffer_size: int = 50_000
-    """Replay capacity in transitions."""
-    store_buffer_in_checkpoints: bool = False
-    """Save the replay buffer's contents with each Trainer checkpoint (large: every stored
-    transition), so a restored run resumes with a full buffer; off: it starts empty."""
-    learning_starts: int = 1000
-    """Transitions stored before the first gradient step."""
-    target_network_update_freq: int = 500
-    """Env steps sampled between copies of the online network into the target network."""
-    n_step: int = 3
-    """Rewards summed into each transition's return before bootstrapping."""
     double_q: bool = True
     """Double Q-learning: the online network picks the bootstrap action."""
     dueling: bool = True
     """Dueling heads: Q = V + A - mean(A)."""
-    prioritized_replay: bool = True
-    """Sample transitions in proportion to |TD error|^alpha (else uniformly)."""
-    prioritized_replay_alpha: float = 0.6
-    """How strongly priorities skew sampling; 0 is uniform."""
-    prioritized_replay_beta: float = 0.4
-    """Importance-weight exponent; 1 fully corrects the sampling bias."""
-    prioritized_replay_eps: float = 1e-6
-    """Added to every |TD error| priority so no transition becomes unreachable."""
-    training_intensity: float | None = 16.0
-    """Samples trained on per env step sampled; None trains one batch per sampling round."""
     exploration_initial_eps: float = 1.0
     """Epsilon (probability of a random action) at the start of training."""
     exploration_final_eps: float = 0.02
@@ -121,25 +90,8 @@ class DQNConfig(AlgorithmConfig):
     exploration_timesteps: int = 10_000
     """Env steps over which epsilon falls linearly to its final value."""
 
-    def _warn_if_batch_smaller_than_sample_round(self) -> None:
-        """Nothing to warn about: replayed batches are drawn from the buffer, not from one
-        sampling round, so a train batch smaller than a round is normal."""
-
     def _validate(self) -> None:
         super()._validate()
-        for name in ("buffer_size", "n_step", "target_network_update_freq", "train_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {name}={getattr(self, name)}.")
-        if self.learning_starts < 0:
-            raise ValueError(f"learning_starts must be >= 0, got {self.learning_starts}.")
-        if self.learning_starts > self.buffer_size:
-            # Training starts once the buffer holds learning_starts rows: it never would.
-            raise ValueError(
-                f"learning_starts must be <= buffer_size: training waits for the replay buffer "
-                f"to hold learning_starts transitions, which a buffer of buffer_size never "
-                f"does, so the run would sample forever without training; got "
-                f"learning_starts={self.learning_starts}, buffer_size={self.buffer_size}. "
-                f"Raise buffer_size or lower learning_starts.")
         if self.exploration_timesteps < 0:
             raise ValueError(
                 f"exploration_timesteps must be >= 0, got {self.exploration_timesteps}.")
@@ -147,13 +99,6 @@ class DQNConfig(AlgorithmConfig):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} is a probability in [0, 1], got "
                                  f"{name}={getattr(self, name)}.")
-        if self.training_intensity is not None and not self.training_intensity > 0:
-            raise ValueError(f"training_intensity must be > 0 (samples trained per env step), "
-                             f"or None for one batch per round; got {self.training_intensity}.")
-        for name in ("prioritized_replay_alpha", "prioritized_replay_beta",
-                     "prioritized_replay_eps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {name}={getattr(self, name)}.")
 
 
 # ---- losses and TD errors ---------------------------------------------------------------------
@@ -294,103 +239,10 @@ DQN_POLICY = PolicySpec(name="dqn", torch_loss=dqn_loss_torch, tf_loss=dqn_loss_
 # ---- the plan -----------------------------------------------------------------------------
 
 
-def replay_policy_configs(workers: WorkerSet, config: DQNConfig
-                          ) -> dict[str, DQNConfig] | None:
-    """Trained policy id -> its own config, when the workers' policies are the config's
-    `policies` (each then gets its own replay buffer and target updates); None for a
-    single-agent env or shared-policy mode (every agent on "default_policy": one buffer).
-
-    Raises:
-        ValueError: a trained policy of an algorithm without replay (use `multiagent_plan`).
-    """
-    setup = getattr(workers, "multi_agent", None)
-    if setup is None or set(setup.policy_ids) == {DEFAULT_POLICY_ID}:
-        return None
-    configs = {}
-    for policy_id in setup.policies_to_train:
-        policy_config = setup.entries[policy_id].config
-        if not isinstance(policy_config, DQNConfig):
-            raise ValueError(
-                f"Policy {policy_id!r} uses {type(policy_config).__name__}, but this plan "
-                f"trains replay-based (DQN) policies only; compose algorithms with "
-                "flowrl.plans.multiagent.multiagent_plan, or leave it out of policies_to_train.")
-        configs[policy_id] = policy_config
-    return configs
-
-
-def make_replay_buffer(config: DQNConfig, policy_configs: dict[str, DQNConfig] | None = None
-                       ) -> ReplayBuffer | MultiAgentReplayBuffer:
-    """The local replay buffer `config` asks for (prioritized or uniform); with
-    `policy_configs`, one per policy, each as its own config asks."""
-    if policy_configs:
-        return MultiAgentReplayBuffer({
-            policy_id: make_replay_buffer(dataclasses.replace(
-                policy_config, seed=None if policy_config.seed is None
-                else policy_config.seed + index))
-            for index, (policy_id, policy_config) in enumerate(policy_configs.items())})
-    if config.prioritized_replay:
-        return PrioritizedReplayBuffer(
-            config.buffer_size, alpha=config.prioritized_replay_alpha,
-            beta=config.prioritized_replay_beta, eps=config.prioritized_replay_eps,
-            seed=config.seed)
-    return ReplayBuffer(config.buffer_size, seed=config.seed)
-
-
-def replay_sizes(config: DQNConfig, policy_configs: dict[str, DQNConfig] | None = None
-                 ) -> dict[str, Any]:
-    """`Replay`'s `num_items` and `learning_starts`: the config's, or each policy's."""
-    if not policy_configs:
-        return {"num_items": config.train_batch_size, "learning_starts": config.learning_starts}
-    return {"num_items": {pid: c.train_batch_size for pid, c in policy_configs.items()},
-            "learning_starts": {pid: c.learning_starts for pid, c in policy_configs.items()}}
-
-
-def uses_prioritized_replay(config: DQNConfig,
-                            policy_configs: dict[str, DQNConfig] | None = None) -> bool:
-    """True if the buffer (or some policy's buffer) is prioritized."""
-    return any(c.prioritized_replay for c in (policy_configs or {"": config}).values())
-
-
-def with_target_updates(flow: LocalIterator[Any], workers: WorkerSet, config: DQNConfig,
-                        policy_configs: dict[str, DQNConfig] | None = None,
-                        **options: Any) -> LocalIterator[Any]:
-    """`flow` followed by `UpdateTargetNetwork`: the config's, or one per policy with that
-    policy's `target_network_update_freq`. `options` go to each (`by`, `learn_step`)."""
-    if not policy_configs:
-        return flow.for_each(UpdateTargetNetwork(workers, config.target_network_update_freq,
-                                                 **options))
-    for policy_id, policy_config in policy_configs.items():
-        flow = flow.for_each(UpdateTargetNetwork(
-            workers, policy_config.target_network_update_freq, policy_id=policy_id, **options))
-    return flow
-
-
-def round_robin_weights(config: DQNConfig, steps_per_round: int | None = None) -> list[int]:
-    """[store, train] items per rotation, so training consumes `training_intensity` samples
-    per env step sampled (rounded to whole batches; None: one train batch per round).
-    `steps_per_round` is the env steps one stored item holds (default: what `config`'s own
-    rollout settings sample; a policy composed into another trainer's run passes the
-    workers').
-
-    Examples:
-        >>> round_robin_weights(DQNConfig(training_intensity=32, rollout_fragment_length=4))
-        [1, 2]
-        >>> round_robin_weights(DQNConfig(training_intensity=4, rollout_fragment_length=4))
-        [4, 1]
-    """
-    if config.training_intensity is None:
-        return [1, 1]
-    if steps_per_round is None:
-        steps_per_round = config.steps_per_sample_round
-    batches_per_round = config.training_intensity * steps_per_round / config.train_batch_size
-    if batches_per_round >= 1:
-        return [1, max(1, round(batches_per_round))]
-    return [max(1, round(1 / batches_per_round)), 1]
-
-
 def dqn_flow(experiences: LocalIterator[Any], workers: WorkerSet, config: DQNConfig,
              policy_id: str | None = None) -> LocalIterator[TrainResult]:
-    """DQN's flows for one policy: store its experiences, and replay-train them, in a rotation.
+    """DQN's flows for one policy: store its experiences, and replay-train them, in a rotation
+    (`flowrl.plans.off_policy.replay_train_flow` with DQN's TD errors for priorities).
 
     Args:
         experiences: the policy's experiences.
@@ -401,34 +253,12 @@ def dqn_flow(experiences: LocalIterator[Any], workers: WorkerSet, config: DQNCon
             every policy of a DQN multi-agent run, each with its own buffer in a
             `MultiAgentReplayBuffer`).
     """
-    policies = replay_policy_configs(workers, config) if policy_id is None else None
-    buffer = make_replay_buffer(config, policies)
-    policy_ids = None if policy_id is None else [policy_id]
-    # Store flow: sample with the current epsilon, remember, keep remote workers current.
-    if policy_id is not None:
-        experiences = experiences.for_each(PolicyRows(policy_id))
-    store = (experiences.for_each(StoreToReplay(buffer, seed=config.seed))
-             .for_each(BroadcastWeights(workers, policy_ids=policy_ids)))
-    # Train flow: nothing until learning_starts transitions are stored.
-    replayed = Replay(buffer, **replay_sizes(config, policies))
-    if uses_prioritized_replay(config, policies):
-        replayed = replayed.for_each(UpdatePriorities(
-            workers, buffer, compute_td_errors=compute_td_errors,
-            **({} if policy_id is None else {"policy_id": policy_id})))
-    train = replayed.for_each(TrainOneStep(workers, policy_ids=policy_ids))
-    train = with_target_updates(train, workers, config, policies, by="sampled",
-                                **({} if policy_id is None else {"policy_id": policy_id}))
-    # training_intensity fixes how many replayed batches follow each stored one.
-    return Concurrently([store, train], mode="round_robin", output_indexes=[1],
-                        round_robin_weights=round_robin_weights(
-                            config, workers.config.steps_per_sample_round))
+    return replay_train_flow(experiences, workers, config, policy_id,
+                             compute_td_errors=compute_td_errors)
 
 
-def dqn_steps_per_output(workers: WorkerSet, config: DQNConfig) -> float:
-    """Env steps `dqn_flow` samples per training result it yields (balances composed flows)."""
-    steps_per_round = workers.config.steps_per_sample_round
-    store, train = round_robin_weights(config, steps_per_round)
-    return store * steps_per_round / train
+dqn_steps_per_output = replay_steps_per_output
+"""Env steps `dqn_flow` samples per training result it yields (balances composed flows)."""
 
 
 def dqn_plan(workers: WorkerSet, config: DQNConfig) -> LocalIterator[TrainResult]:

@@ -260,6 +260,7 @@ class TFPolicy(Policy, Saveable):
         """One step of each group due on this update (`update_period`), then counts it."""
         if not self._grouped:
             self._group_apply(0, grads)
+            self._num_updates.assign_add(1)
             return
         for index, group in enumerate(self.optimizer_groups):
             members = [grads[position] for position in group.indices]

@@ -194,6 +194,7 @@ class TorchPolicy(Policy, Saveable):
 
     def _step(self, due: list[ResolvedGroup]) -> None:
         """One optimizer step of each due group (of the only optimizer without groups)."""
+        self.num_updates += 1
         if not self._grouped:
             self.optimizer.step()
             return
@@ -201,7 +202,6 @@ class TorchPolicy(Policy, Saveable):
         for index, group in enumerate(self.optimizer_groups):
             if group in due:
                 optimizers[index].step()
-        self.num_updates += 1
 
     def _backward(self, tensors: dict[str, torch.Tensor],
                   due: list[ResolvedGroup] | None = None) -> dict[str, float]:

@@ -101,11 +101,6 @@ def test_kl_coefficient_adapts_toward_the_target_at_each_target_update():
         assert fixed(output(3, kl=9.0)).stats["kl_coeff"] == pytest.approx(1.125)
 
 
-def test_updating_a_target_by_learner_updates_needs_the_learn_step():
-    with pytest.raises(ValueError, match="pass its LockedLearnStep"):
-        UpdateTargetNetwork(None, 2, by="updates")
-
-
 def behaviour_logp(policy, batch):
     def logp(policy, tensors):
         dist_inputs, _ = policy.model(tensors["obs"])
