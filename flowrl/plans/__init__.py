@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from flowrl.plans import a2c, a3c, apex, appo, ars, dqn, es, impala, pg, ppo
+from flowrl.plans import a2c, a3c, apex, appo, ars, ddpg, dqn, es, impala, pg, ppo, sac, td3
 from flowrl.policy import PolicySpec, policy_class
 from flowrl.policy.spec import FRAMEWORKS
 
@@ -67,6 +67,16 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
     "dqn": AlgorithmSpec("DQN", dqn.DQNConfig, dqn.dqn_plan, dqn.DQN_POLICY,
                          "Deep Q-learning: double Q, dueling heads, n-step returns, prioritized "
                          "replay.", dqn.dqn_flow, dqn.dqn_steps_per_output),
+    "sac": AlgorithmSpec("SAC", sac.SACConfig, sac.sac_plan, sac.SAC_POLICY,
+                         "Soft actor-critic: squashed-Gaussian (or discrete) actor, twin "
+                         "critics, learned temperature.", sac.sac_flow,
+                         sac.sac_steps_per_output),
+    "ddpg": AlgorithmSpec("DDPG", ddpg.DDPGConfig, ddpg.ddpg_plan, ddpg.DDPG_POLICY,
+                          "Deep deterministic policy gradient: deterministic actor, critic, "
+                          "OU exploration.", ddpg.ddpg_flow, ddpg.ddpg_steps_per_output),
+    "td3": AlgorithmSpec("TD3", td3.TD3Config, td3.td3_plan, td3.TD3_POLICY,
+                         "Twin delayed DDPG: clipped double Q, delayed actor, target "
+                         "smoothing.", td3.td3_flow, ddpg.ddpg_steps_per_output),
     "apex": AlgorithmSpec("APEX", apex.ApexConfig, apex.apex_plan, apex.APEX_POLICY,
                           "Ape-X: async rollouts into replay actors feeding a DQN learner "
                           "thread."),

@@ -9,10 +9,15 @@ need by the *contract* of its default model; any model that computes those outpu
 | `actor_critic`               | `model(obs) -> (dist_inputs, values)`          | [B, n], [B]    |
 | `q`                          | `model(obs) -> q_values`                       | [B, n]         |
 | `deterministic_actor_critic` | `model.actor(obs)`, `model.critics(obs, act)`  | [B, n], [[B]]  |
+| `soft_actor_critic`          | `model.actor(obs)`, `model.critics(obs, act)`  | [B, n], [[B]]  |
 
 `n` is the contract's `num_outputs` for this action space: the action distribution's input size
 (e.g. 2 logits for Discrete(2), mean and log-std for a Box: 2 * A), the number of actions for Q,
-and the action size for a deterministic actor (outputs in [-1, 1], scaled to the bounds).
+and the action size for a deterministic actor (outputs in [-1, 1], scaled to the bounds). A soft
+actor (SAC) outputs the inputs of its action distribution: mean and log-std of a Gaussian
+squashed by tanh for a Box (n = 2 * A), logits for Discrete (n = |A|); for Discrete its critics
+are called without actions, `model.critics(obs) -> list of Q [B, |A|]`, and the model also
+holds SAC's temperature as a weight named `log_alpha` (shape (1,)).
 
 A *recurrent* model also defines `initial_state() -> list` (one array or tensor per state
 tensor, without the batch dimension; non-empty) and is called over [B, T] sequences:
@@ -62,7 +67,14 @@ DETERMINISTIC_ACTOR_CRITIC = ModelContract(
     "deterministic_actor_critic",
     "model.actor(obs) -> actions in [-1, 1] [B, num_outputs]; model.critics(obs, actions) -> "
     "list of Q-values [B]", ("actions",), recurrent=False)
-CONTRACTS = {c.name: c for c in (ACTOR_CRITIC, Q_VALUES, DETERMINISTIC_ACTOR_CRITIC)}
+SOFT_ACTOR_CRITIC = ModelContract(
+    "soft_actor_critic",
+    "model.actor(obs) -> dist_inputs [B, num_outputs] (Box: tanh-Gaussian mean and log-std; "
+    "Discrete: logits); model.critics(obs, actions) -> list of Q [B] (Discrete: "
+    "model.critics(obs) -> list of Q [B, num_actions]); a weight log_alpha [1]",
+    ("dist_inputs",), recurrent=False)
+CONTRACTS = {c.name: c for c in (ACTOR_CRITIC, Q_VALUES, DETERMINISTIC_ACTOR_CRITIC,
+                                 SOFT_ACTOR_CRITIC)}
 """Every model contract by name."""
 
 

@@ -37,6 +37,7 @@ from flowrl.policy.model_contract import (
     ACTOR_CRITIC,
     DETERMINISTIC_ACTOR_CRITIC,
     Q_VALUES,
+    SOFT_ACTOR_CRITIC,
     ModelContract,
 )
 
@@ -362,6 +363,58 @@ class DeterministicActorCriticSpec:
         return _seeded_weights(self.weight_shapes(), gains, rng)
 
 
+@dataclass(frozen=True)
+class SoftActorCriticSpec:
+    """A stochastic actor, twin critics and a learned temperature (SAC).
+
+    Box actions: `pi(obs)` gives the mean and log-std of a Gaussian squashed by tanh into
+    [-1, 1]^A, and critics `q1, q2(obs, action)` one value each. Discrete actions: `pi(obs)`
+    gives logits and each critic `q(obs)` one value per action. `log_alpha` is the log of the
+    entropy temperature, trained by its own optimizer group.
+    """
+
+    obs_size: int
+    action_size: int
+    """A for a Box of A dimensions; the number of actions for Discrete."""
+    discrete: bool
+    hiddens: tuple[int, ...]
+    activation: str
+    twin_q: bool = True
+    initial_alpha: float = 1.0
+
+    kind = "soft_actor_critic"
+    contract: ClassVar[ModelContract] = SOFT_ACTOR_CRITIC
+    torch_class = "flowrl.policy.torch_models:TorchSoftActorCritic"
+    tf_class = "flowrl.policy.tf_models:TFSoftActorCritic"
+
+    @property
+    def output_size(self) -> int:
+        """The contract's `num_outputs`: 2 * A (mean, log-std) for a Box, |A| logits else."""
+        return self.action_size if self.discrete else 2 * self.action_size
+
+    @property
+    def critic_names(self) -> tuple[str, ...]:
+        return ("q1", "q2") if self.twin_q else ("q1",)
+
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes = _dense_shapes("pi", self.obs_size, self.hiddens, self.output_size)
+        for critic in self.critic_names:
+            if self.discrete:
+                shapes.update(_dense_shapes(critic, self.obs_size, self.hiddens,
+                                            self.action_size))
+            else:
+                shapes.update(_dense_shapes(critic, self.obs_size + self.action_size,
+                                            self.hiddens, 1))
+        shapes["log_alpha"] = (1,)
+        return shapes
+
+    def initial_weights(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        gains = {"pi/out/kernel": 0.01, **{f"{c}/out/kernel": 1.0 for c in self.critic_names}}
+        weights = _seeded_weights(self.weight_shapes(), gains, rng)
+        weights["log_alpha"] = np.full((1,), math.log(self.initial_alpha), np.float32)
+        return weights
+
+
 def build_q_model_spec(obs_shape: tuple[int, ...], action_space: gym.Space, model_config: Any,
                        *, dueling: bool) -> QModelSpec:
     """The Q-network for a Discrete action space (a CNN trunk for 3-D image observations)."""
@@ -390,10 +443,34 @@ def build_deterministic_actor_critic_spec(obs_shape: tuple[int, ...], action_spa
     if not isinstance(action_space, gym.spaces.Box):
         raise ValueError(
             f"A deterministic actor needs a continuous (Box) action space; got "
-            f"action_space={action_space}."
+            f"action_space={action_space}. For Discrete actions use SAC (discrete SAC) or DQN."
         )
     return DeterministicActorCriticSpec(
         obs_size=int(np.prod(obs_shape)), action_size=int(np.prod(action_space.shape)),
         hiddens=tuple(model_config.fcnet_hiddens), activation=model_config.fcnet_activation,
         twin_q=twin_q,
     )
+
+
+def build_soft_actor_critic_spec(obs_shape: tuple[int, ...], action_space: gym.Space,
+                                 model_config: Any, *, twin_q: bool = True,
+                                 initial_alpha: float = 1.0) -> SoftActorCriticSpec:
+    """SAC's actor, critics and temperature for a Box or Discrete action space and flat
+    observations."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        discrete, size = True, int(action_space.n)
+    elif isinstance(action_space, gym.spaces.Box):
+        discrete, size = False, int(np.prod(action_space.shape))
+    else:
+        raise ValueError(
+            f"SAC needs a Box (continuous) or Discrete action space; got "
+            f"action_space={action_space}. Use PPO or IMPALA for other action spaces.")
+    if len(obs_shape) != 1:
+        raise ValueError(
+            f"SAC's built-in networks take flat observations; got observation shape "
+            f"{tuple(obs_shape)}. Flatten the observations (gymnasium's FlattenObservation) or "
+            "bring your own model in config.model.custom_model.")
+    return SoftActorCriticSpec(
+        obs_size=int(np.prod(obs_shape)), action_size=size, discrete=discrete,
+        hiddens=tuple(model_config.fcnet_hiddens), activation=model_config.fcnet_activation,
+        twin_q=twin_q, initial_alpha=float(initial_alpha))

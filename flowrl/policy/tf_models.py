@@ -138,6 +138,28 @@ class TFDeterministicActorCritic(TFParameters):
         return self.actor(obs)
 
 
+class TFSoftActorCritic(TFParameters):
+    """SAC's model: `model.actor(obs)` -> dist inputs, `model.critics(obs, actions)` -> one Q
+    per critic ([B]; Discrete: `model.critics(obs)` -> [B, n] each), weight `log_alpha`."""
+
+    def actor(self, obs: tf.Tensor) -> tf.Tensor:
+        x = self.conv_trunk(obs)
+        return self.mlp(x, "pi", len(self.spec.hiddens), self.spec.activation)
+
+    def critics(self, obs: tf.Tensor, actions: tf.Tensor | None = None) -> list[tf.Tensor]:
+        x = self.conv_trunk(obs)
+        if self.spec.discrete:
+            return [self.mlp(x, name, len(self.spec.hiddens), self.spec.activation)
+                    for name in self.spec.critic_names]
+        flat_actions = tf.reshape(tf.cast(actions, tf.float32), [tf.shape(actions)[0], -1])
+        x = tf.concat([x, flat_actions], axis=-1)
+        return [self.mlp(x, name, len(self.spec.hiddens), self.spec.activation)[:, 0]
+                for name in self.spec.critic_names]
+
+    def __call__(self, obs: tf.Tensor) -> tf.Tensor:
+        return self.actor(obs)
+
+
 class TFModuleWeights:
     """The policy's view of a custom Keras model's (or `tf.Module`'s) trainable variables.
 

@@ -418,10 +418,19 @@ class TFPolicy(Policy, Saveable):
     def update_target(self, tau: float = 1.0) -> None:
         self._target("update the target network")
         _check_tau(tau)
-        target, source = self.target_weights.params, self.model_weights.params
-        for name in self.model_weights.names:
-            variable = target[name]
-            variable.assign(variable + float(tau) * (source[name] - variable))
+        if self.__dict__.get("_update_target_fn") is None:
+            # One compiled step for every variable: eager assigns cost ~0.1 ms each, which
+            # SAC and TD3, moving the target after every update, would pay per variable.
+            pairs = [(self.target_weights.params[name], self.model_weights.params[name])
+                     for name in self.model_weights.names]
+
+            def move(fraction: tf.Tensor) -> None:
+                for variable, source in pairs:
+                    variable.assign(variable + fraction * (source - variable))
+
+            self._update_target_fn = tf.function(
+                move, input_signature=[tf.TensorSpec((), tf.float32)])
+        self._update_target_fn(tf.constant(float(tau), tf.float32))
 
     def _weights_view(self, model: Any) -> Any:
         return model_weights(model)

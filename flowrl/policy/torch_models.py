@@ -190,6 +190,30 @@ class TorchDeterministicActorCritic(TorchParameters):
     __call__ = forward
 
 
+class TorchSoftActorCritic(TorchParameters):
+    """SAC's model: `model.actor(obs)` -> dist inputs, `model.critics(obs, actions)` -> one Q
+    per critic ([B]; Discrete: `model.critics(obs)` -> [B, n] each), weight `log_alpha`."""
+
+    def actor(self, obs: torch.Tensor) -> torch.Tensor:
+        x = self.conv_trunk(obs)
+        return self.mlp(x, "pi", len(self.spec.hiddens), self.spec.activation)
+
+    def critics(self, obs: torch.Tensor, actions: torch.Tensor | None = None
+                ) -> list[torch.Tensor]:
+        x = self.conv_trunk(obs)
+        if self.spec.discrete:
+            return [self.mlp(x, name, len(self.spec.hiddens), self.spec.activation)
+                    for name in self.spec.critic_names]
+        x = torch.cat([x, actions.reshape(actions.shape[0], -1)], dim=-1)
+        return [self.mlp(x, name, len(self.spec.hiddens), self.spec.activation).squeeze(-1)
+                for name in self.spec.critic_names]
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor(obs)
+
+    __call__ = forward
+
+
 class TorchModuleWeights:
     """The policy's view of a custom `nn.Module`'s weights: its `named_parameters()`, by name.
 

@@ -1,5 +1,5 @@
 """Small deterministic environments shared by flowrl's tests, docs and examples."""
 
-from flowrl.testing.envs import CorridorEnv, NaNRewardEnv
+from flowrl.testing.envs import ContinuousCorridorEnv, CorridorEnv, NaNRewardEnv
 
-__all__ = ["CorridorEnv", "NaNRewardEnv"]
+__all__ = ["ContinuousCorridorEnv", "CorridorEnv", "NaNRewardEnv"]

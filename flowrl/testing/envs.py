@@ -51,3 +51,21 @@ class NaNRewardEnv(CorridorEnv):
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
         obs, _, terminated, truncated, info = super().step(action)
         return obs, float("nan"), terminated, truncated, info
+
+
+class ContinuousCorridorEnv(CorridorEnv):
+    """The corridor with a continuous action in [-2, 2]: a positive action moves right.
+
+    For the continuous-control algorithms (DDPG, TD3, SAC on a Box): the same exact dynamics
+    and rewards as `CorridorEnv`, with bounds other than [-1, 1] so action rescaling shows.
+    """
+
+    def __init__(self, env_config: dict | None = None) -> None:
+        super().__init__(env_config)
+        self.action_space = gym.spaces.Box(-2.0, 2.0, shape=(1,), dtype=np.float32)
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        value = float(np.asarray(action).reshape(-1)[0])
+        if not -2.0 <= value <= 2.0:
+            raise ValueError(f"action {value} lies outside the action space [-2, 2]")
+        return super().step(int(value > 0))

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 import flowrl
-from flowrl.testing import CorridorEnv
+from flowrl.testing import ContinuousCorridorEnv, CorridorEnv
+
+CONTINUOUS_ONLY = {"ddpg", "td3"}
+"""Algorithms whose actors need a Box action space: their tests run on the continuous corridor."""
+
+
+def env_for(algo: str) -> str:
+    """The registered corridor env an algorithm's tests run on."""
+    return "continuous_corridor" if algo in CONTINUOUS_ONLY else "corridor"
 
 TINY = {
     "pg": {"train_batch_size": 40},
@@ -17,6 +25,12 @@ TINY = {
     "dqn": {"train_batch_size": 16, "learning_starts": 40, "buffer_size": 1000},
     "apex": {"num_workers": 2, "train_batch_size": 16, "learning_starts": 40,
              "buffer_size": 1000, "max_weight_sync_delay": 20},
+    "sac": {"train_batch_size": 16, "learning_starts": 40, "buffer_size": 1000,
+            "random_timesteps": 20, "training_intensity": 16},
+    "ddpg": {"train_batch_size": 16, "learning_starts": 40, "buffer_size": 1000,
+             "random_timesteps": 20, "training_intensity": 16},
+    "td3": {"train_batch_size": 16, "learning_starts": 40, "buffer_size": 1000,
+            "random_timesteps": 20, "training_intensity": 16},
     "es": {"episodes_per_batch": 4, "train_batch_size": 10, "pairs_per_request": 1,
            "noise_size": 100_000, "eval_prob": 0.5},
     "ars": {"ars_num_directions": 2, "ars_top_directions": 1, "noise_size": 100_000,
@@ -35,9 +49,15 @@ def tiny_config(algo: str, **overrides) -> dict:
 @pytest.fixture(scope="session", autouse=True)
 def corridor_registered():
     flowrl.register_env("corridor", CorridorEnv)
+    flowrl.register_env("continuous_corridor", ContinuousCorridorEnv)
     yield
 
 
 @pytest.fixture(name="tiny_config")
 def tiny_config_fixture():
     return tiny_config
+
+
+@pytest.fixture(name="corridor_for")
+def corridor_for_fixture():
+    return env_for

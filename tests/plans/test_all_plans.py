@@ -11,6 +11,7 @@ import pytest
 
 import flowrl
 from flowrl.plans import ALGORITHMS
+from flowrl.policy import deterministic_actor_critic_model
 
 SYNC_ALGOS = ["pg", "a2c", "ppo"]
 
@@ -47,10 +48,11 @@ def test_same_seed_gives_identical_weights(algo, tiny_config, local_executor):
 
 
 @pytest.mark.parametrize("algo", sorted(ALGORITHMS))
-def test_plan_builds_and_serializes_before_running(algo, tiny_config, local_executor):
+def test_plan_builds_and_serializes_before_running(algo, tiny_config, corridor_for,
+                                                   local_executor):
     # Nothing is generated at run time, so plans pickle with the standard pickle module.
     config = tiny_config(algo)
-    trainer = flowrl.Trainer(algo, env="corridor", config=config)
+    trainer = flowrl.Trainer(algo, env=corridor_for(algo), config=config)
     try:
         assert repr(pickle.loads(pickle.dumps(trainer.plan))) == repr(trainer.plan)
         assert pickle.loads(pickle.dumps(ALGORITHMS[algo])).plan is ALGORITHMS[algo].plan
@@ -86,7 +88,9 @@ def test_every_built_in_policy_pickles_with_plain_pickle(algo, framework):
     import gymnasium as gym
 
     spec = ALGORITHMS[algo]
-    policy = spec.policy.build(gym.spaces.Box(-1, 1, (3,), np.float32), gym.spaces.Discrete(2),
+    actions = (gym.spaces.Box(-1, 1, (2,), np.float32)
+               if spec.policy.model is deterministic_actor_critic_model else gym.spaces.Discrete(2))
+    policy = spec.policy.build(gym.spaces.Box(-1, 1, (3,), np.float32), actions,
                                spec.config_class(framework=framework, seed=0))
     clone = pickle.loads(pickle.dumps(policy))
     assert type(clone) is type(policy) and clone.config == policy.config

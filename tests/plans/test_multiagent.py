@@ -211,6 +211,8 @@ def test_a_policy_of_another_algorithm_trains_without_naming_a_plan(local_execut
     ("ppo", "impala", {"train_batch_size": 40}, "mean_rho"),
     ("dqn", "appo", {"train_batch_size": 40}, "mean_ratio"),
     ("impala", "a2c", {"train_batch_size": 40}, "vf_loss"),
+    ("ppo", "sac", {"learning_starts": 40, "train_batch_size": 16, "training_intensity": 0.5,
+                    "random_timesteps": 20}, "alpha"),
 ])
 def test_any_two_composable_algorithms_train_side_by_side(trainer_algo, other, overrides, stat,
                                                           local_executor):
