@@ -5,14 +5,16 @@ Paper: https://arxiv.org/abs/1803.00933
 Implementation details:
 1. Three flows joined by `Concurrently(mode="async")`:
    - store: asynchronous rollouts (2 sample requests in flight per worker) -> initial
-     priorities on the workers (`worker_side_prioritization`) -> `StoreToReplay` into a random
+     priorities on the workers (`worker_side_prioritization`) -> `WaitForLearner` (holds
+     sampling while it runs ahead of `training_intensity`) -> `StoreToReplay` into a random
      one of `num_replay_buffer_shards` replay actors -> `UpdateWorkerWeights`: a worker gets the
      learner's weights once it has sampled `max_weight_sync_delay` steps since its last update
      (the weights are `put` once per learner version, however many workers receive them);
-   - replay: `Replay` from the replay actors (4 requests in flight per actor) -> `Enqueue` to
-     the learner thread;
+   - replay: `Replay` from the replay actors (4 requests in flight per actor) ->
+     `WaitForSamples` (holds the learner while it would get ahead of `training_intensity`)
+     -> `Enqueue` to the learner thread;
    - train: `Dequeue` the learner's outputs -> `UpdatePriorities` on the shard each batch came
-     from -> a `TrainResult` -> `UpdateTargetNetwork(by="trained")`.
+     from -> a `TrainResult` -> `RecordReplayRatio` -> `UpdateTargetNetwork(by="trained")`.
 2. The learner thread trains DQN's loss (double Q, dueling, n-step, Huber, importance
    weights) and computes the batch's TD errors with the weights it trains (as in the loss step).
 3. Each rollout worker explores with a constant epsilon: 0.4^(1 + 7 i / (N - 1)) for worker
@@ -27,16 +29,24 @@ Implementation details:
    its TD errors, which go back to that policy's buffer; workers get all trained policies'
    weights; each policy's target network updates every `target_network_update_freq` samples
    trained (counted over all policies).
+6. `training_intensity` (rows trained per env step sampled; default 5, what the free-running
+   learner reached on a quiet 2-core machine) is counted from `learning_starts` and held in
+   both directions, so the replay ratio does not drift with the machine's load; None lets the
+   learner train as fast as it can and sampling run as fast as the workers can (as before).
+   One learner thread trains every policy, so the top-level setting governs them all.
 
 Metrics reported: `info/learner/default_policy/{total_loss, mean_q, min_q, max_q,
 mean_td_error, grad_gnorm, cur_lr}`, plus the shared `sampler/env_steps`,
 `learner/steps_trained`, `learner/target_updates`, `learner/weight_broadcasts`,
-`replay/rows_added`, `replay/priority_updates`. Episode statistics come from the
+`replay/rows_added`, `replay/priority_updates`, `replay/rows_released` (with
+`training_intensity`), and `info/learner/replay_ratio` (rows trained per env step sampled
+since `learning_starts`, cumulative). Episode statistics come from the
 lowest-epsilon third of the workers (at least one).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +74,7 @@ from flowrl.ops.distributed_replay import (
     UpdateWorkerWeights,
     WorkerSidePriorities,
 )
+from flowrl.ops.replay_ratio import RecordReplayRatio, WaitForLearner, WaitForSamples
 from flowrl.plans.dqn import (
     DQNConfig,
     compute_online_td_errors,
@@ -97,16 +108,15 @@ class ApexConfig(DQNConfig):
     rollout_fragment_length: int = 50
     """Env steps per env per sample request."""
     train_batch_size: int = 128
-    """Replayed transitions per learner update: twice DQN's, so the learner, which shares the
-    cores with the workers, trains about 5 samples per env step instead of 3."""
+    """Replayed transitions per learner update: twice DQN's (fewer, larger learner steps)."""
     buffer_size: int = 100_000
     """Replay capacity in transitions, split equally over the shards."""
     learning_starts: int = 2000
     """Transitions stored (over all shards) before the learner's first step."""
     target_network_update_freq: int = 16_000
     """Samples trained on between copies of the online network into the target network."""
-    training_intensity: float | None = None
-    """Not used: Ape-X's learner trains as fast as it can; leave None."""
+    training_intensity: float | None = 5.0
+    """Rows trained per env step sampled, held both ways by the plan; None: learner runs free."""
     num_replay_buffer_shards: int = 2
     """Replay actors the buffer is split over (each runs with num_cpus=0)."""
     max_weight_sync_delay: int = 400
@@ -115,12 +125,7 @@ class ApexConfig(DQNConfig):
     """Rollout workers compute the initial priorities of their transitions."""
 
     def _validate(self) -> None:
-        super()._validate()
-        if self.training_intensity is not None:
-            raise ValueError(
-                f"Ape-X's learner thread trains as fast as it can, so training_intensity does "
-                f"not apply; got training_intensity={self.training_intensity}. Leave it unset "
-                "(None), or use DQN for a fixed ratio of training to sampling.")
+        super()._validate()  # training_intensity > 0 or None
         if self.num_replay_buffer_shards < 1:
             raise ValueError(f"num_replay_buffer_shards must be at least 1, got "
                              f"{self.num_replay_buffer_shards}.")
@@ -179,6 +184,21 @@ def replay_actor_options(config: DQNConfig) -> dict[str, Any]:
             "eps": config.prioritized_replay_eps}
 
 
+def max_sampling_lead(config: ApexConfig) -> int:
+    """Env steps sampling may run ahead of `training_intensity` (`WaitForLearner`): room for a
+    full learner queue and every worker's sample requests in flight, so that neither the
+    learner nor the workers idle each time the gate opens.
+
+    Examples:
+        >>> max_sampling_lead(ApexConfig())  # 8 * 128 / 5 + 2 * 2 * 50
+        405
+    """
+    queued_rows = LEARNER_QUEUE_SIZE * config.train_batch_size
+    in_flight = (ROLLOUTS_IN_FLIGHT_PER_WORKER * config.num_workers
+                 * config.num_envs_per_worker * config.rollout_fragment_length)
+    return math.ceil(queued_rows / config.training_intensity) + in_flight
+
+
 def apex_plan(workers: WorkerSet, config: ApexConfig) -> LocalIterator[TrainResult]:
     """Ape-X as a dataflow: rollouts fan into replay actors, replay feeds a learner thread."""
     if not workers.remote_workers():
@@ -212,19 +232,31 @@ def apex_plan(workers: WorkerSet, config: ApexConfig) -> LocalIterator[TrainResu
     if any(c.worker_side_prioritization for c in (policies or {"": config}).values()):
         rollouts = rollouts.for_each(
             WorkerSidePriorities(compute_td_errors=compute_online_td_errors))
-    store = (rollouts.gather_async(num_async=ROLLOUTS_IN_FLIGHT_PER_WORKER)
-             .zip_with_source_actor()
-             .for_each(RecordSampledSteps())
+    store = rollouts.gather_async(num_async=ROLLOUTS_IN_FLIGHT_PER_WORKER).zip_with_source_actor()
+    # training_intensity holds both sides to one replay ratio: sampling waits for the learner
+    # here, the learner waits for samples in the replay flow (None: both run free).
+    intensity = config.training_intensity
+    if intensity is not None:
+        store = store.for_each(WaitForLearner(
+            training_intensity=intensity, learning_starts=config.learning_starts,
+            max_steps_ahead=max_sampling_lead(config), timeout_s=learner.timeout_s))
+    store = (store.for_each(RecordSampledSteps())
              .for_each(StoreToReplay(replay_actors, seed=config.seed))
              .for_each(UpdateWorkerWeights(learn_step,
                                            max_weight_sync_delay=config.max_weight_sync_delay)))
     # Replay flow: batches from the shards, each with the actor it came from, to the learner.
-    replay = (Replay(replay_actors, num_async=REPLAYS_IN_FLIGHT_PER_SHARD)
-              .for_each(Enqueue(learner.inqueue, check=start_learner)))
+    replay = Replay(replay_actors, num_async=REPLAYS_IN_FLIGHT_PER_SHARD)
+    if intensity is not None:
+        replay = replay.for_each(WaitForSamples(
+            training_intensity=intensity, learning_starts=config.learning_starts,
+            timeout_s=learner.timeout_s))
+    replay = replay.for_each(Enqueue(learner.inqueue, check=start_learner))
     # Train flow: the learner's results; priorities go back to the batch's shard.
     train = Dequeue(learner.outqueue, check=start_learner)
     if prioritized:
         train = train.for_each(UpdatePriorities(workers, replay_actors))
-    train = with_target_updates(train.for_each(LearnerOutputToResult()), workers, config,
-                                policies, by="trained", learn_step=learn_step)
+    train = (train.for_each(LearnerOutputToResult())
+             .for_each(RecordReplayRatio(learning_starts=config.learning_starts)))
+    train = with_target_updates(train, workers, config, policies, by="trained",
+                                learn_step=learn_step)
     return Concurrently([store, replay, train], mode="async", output_indexes=[2])

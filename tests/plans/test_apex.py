@@ -34,8 +34,8 @@ def test_each_worker_gets_its_own_constant_epsilon():
 
 
 def test_config_rejects_settings_that_do_not_apply():
-    with pytest.raises(ValueError, match="training_intensity does not apply"):
-        from_dict(ApexConfig, {"training_intensity": 8})
+    with pytest.raises(ValueError, match="training_intensity must be > 0"):
+        from_dict(ApexConfig, {"training_intensity": 0})
     with pytest.raises(ValueError, match="worker_side_prioritization needs prioritized_replay"):
         from_dict(ApexConfig, {"prioritized_replay": False})
     with pytest.raises(ValueError, match="num_replay_buffer_shards must be at least 1"):
@@ -136,10 +136,47 @@ def test_plan_shows_three_flows_with_replay_actors_and_the_learner(tiny_config, 
                   "UpdateWorkerWeights(max_weight_sync_delay=20)", "ReplayActors[shards=2]",
                   "Enqueue(learner.inqueue)", "Dequeue(learner.outqueue)",
                   "UpdatePriorities(replay_actors=2)", "LearnerOutputToResult()",
-                  "UpdateTargetNetwork(target_network_update_freq=16000, by='trained')"):
+                  "UpdateTargetNetwork(target_network_update_freq=16000, by='trained')",
+                  # training_intensity's gates: 8 * 16 / 5 + 2 workers * 2 * 2 envs * 10 steps
+                  "WaitForLearner(training_intensity=5.0, learning_starts=40, "
+                  "max_steps_ahead=106)",
+                  "WaitForSamples(training_intensity=5.0, learning_starts=40)",
+                  "RecordReplayRatio(learning_starts=40)"):
         assert stage in text, (stage, text)
+    assert text.index("WaitForLearner") < text.index("RecordSampledSteps")
+    assert text.index("WaitForSamples") < text.index("Enqueue")
     assert any("Concurrently" in label for label in labels)
     assert any("ReplayActors" in label for label in labels)
+
+
+def test_training_intensity_none_leaves_the_learner_free(tiny_config, local_executor):
+    config = tiny_config("apex", training_intensity=None)
+    assert from_dict(ApexConfig, config).training_intensity is None
+    trainer = flowrl.Trainer("apex", env="corridor", config=config)
+    try:
+        text = repr(trainer.plan)
+    finally:
+        trainer.stop()
+    assert "WaitFor" not in text and "RecordReplayRatio(learning_starts=40)" in text
+
+
+@pytest.mark.parametrize("intensity", [0.5, 8.0])
+def test_the_replay_ratio_holds_training_intensity(intensity, tiny_config, local_executor):
+    # 0.5: the learner could train far more (WaitForSamples holds it); 8: sampling could
+    # run far ahead (WaitForLearner holds it).
+    config = tiny_config("apex", training_intensity=intensity, min_steps_per_iteration=500)
+    trainer = flowrl.Trainer("apex", env="corridor", config=config)
+    try:
+        result = trainer.train()
+        while result["timesteps_total"] < 2_500:
+            result = trainer.train()
+    finally:
+        trainer.stop()
+    counters = result["info"]["counters"]
+    ratio = result["info"]["learner/replay_ratio"]
+    assert ratio == pytest.approx(
+        counters["learner/steps_trained"] / (counters["sampler/env_steps"] - 40))
+    assert ratio == pytest.approx(intensity, rel=0.1), counters
 
 
 @pytest.mark.parametrize("framework", ["torch", pytest.param("tf", marks=pytest.mark.tf)])
