@@ -5,6 +5,7 @@ Targets (median over seeds; the evaluation is `evaluation_num_episodes` greedy e
 the budget, as the rl-zoo reports its figures):
     SAC (torch, tf), TD3, DDPG on Pendulum-v1: evaluation mean >= -200 after 20,000 env steps
     discrete SAC on CartPole-v1: evaluation mean >= 400 after 100,000 env steps
+    Ape-X DDPG (2 workers) on Pendulum-v1: evaluation mean >= -200 after 100,000 env steps
 
 Every run is a fresh process with the algorithm's default config plus the seed (or the tuned
 file a target names), on a local Ray cluster, as `flowrl.Trainer(algo, env=...)` runs for a
@@ -46,6 +47,7 @@ TARGETS = [
     Target("td3", "torch", "Pendulum-v1", -200, 20_000),
     Target("ddpg", "torch", "Pendulum-v1", -200, 20_000),
     Target("sac", "torch", "CartPole-v1", 400, 100_000, eval_episodes=20),
+    Target("apex_ddpg", "torch", "Pendulum-v1", -200, 100_000),
 ]
 
 RUN_CODE = """
@@ -94,6 +96,7 @@ def run_sb3(seed: int, steps: int) -> dict | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one")
     parser.add_argument("--only", nargs="*", help="target names, e.g. sac-torch-Pendulum-v1")
     parser.add_argument("--sb3", action="store_true",
                         help="also time SB3's SAC (zoo Pendulum settings), interleaved")
@@ -103,7 +106,7 @@ def main() -> None:
           f" solved  per seed (eval)")
     for target in targets:
         runs, sb3_runs = [], []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             runs.append(run_once(target, seed))
             if args.sb3 and target.algo == "sac" and target.env == "Pendulum-v1":
                 sb3_runs.append(run_sb3(seed, target.steps))

@@ -13,7 +13,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from flowrl.plans import a2c, a3c, apex, appo, ars, ddpg, dqn, es, impala, pg, ppo, sac, td3
+from flowrl.plans import (
+    a2c,
+    a3c,
+    apex,
+    apex_ddpg,
+    appo,
+    ars,
+    ddpg,
+    dqn,
+    es,
+    impala,
+    pg,
+    ppo,
+    sac,
+    td3,
+)
 from flowrl.policy import PolicySpec, policy_class
 from flowrl.policy.spec import FRAMEWORKS
 
@@ -80,6 +95,10 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
     "apex": AlgorithmSpec("APEX", apex.ApexConfig, apex.apex_plan, apex.APEX_POLICY,
                           "Ape-X: async rollouts into replay actors feeding a DQN learner "
                           "thread."),
+    "apex_ddpg": AlgorithmSpec("APEX_DDPG", apex_ddpg.ApexDDPGConfig, apex_ddpg.apex_ddpg_plan,
+                               apex_ddpg.APEX_DDPG_POLICY,
+                               "Ape-X DDPG: async rollouts into replay actors feeding a DDPG "
+                               "(or TD3) learner thread."),
     "es": AlgorithmSpec("ES", es.ESConfig, es.es_plan, es.ES_POLICY,
                         "Evolution strategies: antithetic perturbations from a shared noise "
                         "table, centered ranks, Adam."),

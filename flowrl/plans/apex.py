@@ -86,6 +86,7 @@ from flowrl.plans.dqn import (
     uses_prioritized_replay,
     with_target_updates,
 )
+from flowrl.plans.off_policy import TDErrorFn
 from flowrl.policy import EpsilonGreedy, PolicySpec, q_model
 from flowrl.workers import WorkerSet
 from flowrl.workers.replay_actor import create_replay_actors
@@ -126,29 +127,34 @@ class ApexConfig(DQNConfig):
 
     def _validate(self) -> None:
         super()._validate()  # training_intensity > 0 or None
-        if self.num_replay_buffer_shards < 1:
-            raise ValueError(f"num_replay_buffer_shards must be at least 1, got "
-                             f"{self.num_replay_buffer_shards}.")
-        shards = self.num_replay_buffer_shards
-        if self.buffer_size // shards < -(-self.learning_starts // shards):
-            raise ValueError(
-                f"Each of the num_replay_buffer_shards={shards} replay shards holds "
-                f"buffer_size // {shards} = {self.buffer_size // shards} transitions but waits "
-                f"for learning_starts / {shards} = {-(-self.learning_starts // shards)} before "
-                f"replaying, so the learner would never start; got buffer_size="
-                f"{self.buffer_size}, learning_starts={self.learning_starts}. Raise buffer_size "
-                f"or lower learning_starts.")
-        if self.num_workers < 1:
-            raise ValueError(
-                f"Ape-X samples asynchronously on remote rollout workers, so it needs "
-                f"num_workers >= 1; got num_workers={self.num_workers}. Set num_workers >= 1, "
-                f"or use DQN to sample in the driver.")
-        if self.max_weight_sync_delay < 1:
-            raise ValueError(f"max_weight_sync_delay must be at least 1 env step, got "
-                             f"{self.max_weight_sync_delay}.")
-        if self.worker_side_prioritization and not self.prioritized_replay:
-            raise ValueError("worker_side_prioritization needs prioritized_replay=True (the "
-                             "workers compute initial priorities); set one of them accordingly.")
+        check_distributed_replay_settings(self)
+
+
+def check_distributed_replay_settings(config: Any) -> None:
+    """Checks the settings every Ape-X plan's config shares (shards, workers, weight syncs,
+    worker-side priorities), each error naming the field and the fix."""
+    shards = config.num_replay_buffer_shards
+    if shards < 1:
+        raise ValueError(f"num_replay_buffer_shards must be at least 1, got {shards}.")
+    if config.buffer_size // shards < -(-config.learning_starts // shards):
+        raise ValueError(
+            f"Each of the num_replay_buffer_shards={shards} replay shards holds "
+            f"buffer_size // {shards} = {config.buffer_size // shards} transitions but waits "
+            f"for learning_starts / {shards} = {-(-config.learning_starts // shards)} before "
+            f"replaying, so the learner would never start; got buffer_size="
+            f"{config.buffer_size}, learning_starts={config.learning_starts}. Raise "
+            "buffer_size or lower learning_starts.")
+    if config.num_workers < 1:
+        raise ValueError(
+            f"Ape-X samples asynchronously on remote rollout workers, so it needs "
+            f"num_workers >= 1; got num_workers={config.num_workers}. Set num_workers >= 1, "
+            f"or use the single-process algorithm (DQN, DDPG) to sample in the driver.")
+    if config.max_weight_sync_delay < 1:
+        raise ValueError(f"max_weight_sync_delay must be at least 1 env step, got "
+                         f"{config.max_weight_sync_delay}.")
+    if config.worker_side_prioritization and not config.prioritized_replay:
+        raise ValueError("worker_side_prioritization needs prioritized_replay=True (the "
+                         "workers compute initial priorities); set one of them accordingly.")
 
 
 def apex_epsilon(config: ApexConfig, action_space: gym.Space, *, worker_index: int = 0,
@@ -200,7 +206,27 @@ def max_sampling_lead(config: ApexConfig) -> int:
 
 
 def apex_plan(workers: WorkerSet, config: ApexConfig) -> LocalIterator[TrainResult]:
-    """Ape-X as a dataflow: rollouts fan into replay actors, replay feeds a learner thread."""
+    """Ape-X as a dataflow: rollouts fan into replay actors, replay feeds a DQN learner
+    thread (`distributed_replay_plan` with DQN's TD errors)."""
+    return distributed_replay_plan(workers, config, compute_td_errors=compute_td_errors,
+                                   compute_online_td_errors=compute_online_td_errors)
+
+
+def distributed_replay_plan(workers: WorkerSet, config: Any, *,
+                            compute_td_errors: TDErrorFn,
+                            compute_online_td_errors: TDErrorFn) -> LocalIterator[TrainResult]:
+    """Ape-X's dataflow for any replay-based learner: rollouts fan into replay actors, replay
+    feeds a learner thread, priorities go back to the shards.
+
+    Args:
+        workers: remote rollout workers (at least one) and the learner's local worker.
+        config: an Ape-X config (`ApexConfig`, `ApexDDPGConfig`): replay, shard and sync
+            settings, `training_intensity`.
+        compute_td_errors: `(policy, batch) -> |TD error| per row` with the target networks:
+            the learner's new priorities.
+        compute_online_td_errors: the same bootstrapping from the online networks: the
+            workers' initial priorities (their target networks are never synced).
+    """
     if not workers.remote_workers():
         raise ValueError("Ape-X samples asynchronously on remote rollout workers, but "
                          "num_workers=0; set num_workers >= 1, or use DQN to sample in the "

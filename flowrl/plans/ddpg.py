@@ -119,11 +119,13 @@ def deterministic_actor_noise(config: DDPGConfig, action_space: gym.Space, *,
 # ---- Torch ----------------------------------------------------------------------------------
 
 
-def _ddpg_terms_torch(policy: Any, batch: dict) -> dict[str, Any]:
-    """The critics' values on the batch and their target (Torch)."""
+def _ddpg_terms_torch(policy: Any, batch: dict, online: bool = False) -> dict[str, Any]:
+    """The critics' values on the batch and their target (Torch); `online` bootstraps from
+    the online networks (a rollout worker's initial priorities: its targets are never synced)."""
     import torch
 
-    config, model, target = policy.config, policy.model, policy.target_model
+    config, model = policy.config, policy.model
+    target = model if online else policy.target_model
     new_obs = batch["new_obs"]
     with torch.no_grad():
         next_actions = target.actor(new_obs)
@@ -179,14 +181,21 @@ def ddpg_td_errors_torch(policy: Any, batch: dict) -> dict:
     return {"td_errors": mean_of([(q - terms["q_target"]).abs() for q in terms["q"]])}
 
 
+def ddpg_online_td_errors_torch(policy: Any, batch: dict) -> dict:
+    """As `ddpg_td_errors_torch`, bootstrapping from the online networks."""
+    terms = _ddpg_terms_torch(policy, batch, online=True)
+    return {"td_errors": mean_of([(q - terms["q_target"]).abs() for q in terms["q"]])}
+
+
 # ---- TensorFlow -------------------------------------------------------------------------------
 
 
-def _ddpg_terms_tf(policy: Any, batch: dict) -> dict[str, Any]:
+def _ddpg_terms_tf(policy: Any, batch: dict, online: bool = False) -> dict[str, Any]:
     """As `_ddpg_terms_torch`, in TensorFlow."""
     import tensorflow as tf
 
-    config, model, target = policy.config, policy.model, policy.target_model
+    config, model = policy.config, policy.model
+    target = model if online else policy.target_model
     new_obs = batch["new_obs"]
     next_actions = target.actor(new_obs)
     if config.smooth_target_policy:
@@ -245,12 +254,26 @@ def ddpg_td_errors_tf(policy: Any, batch: dict) -> dict:
     return {"td_errors": mean_of([tf.abs(q - terms["q_target"]) for q in terms["q"]])}
 
 
-_TD_ERRORS = {"torch": ddpg_td_errors_torch, "tf": ddpg_td_errors_tf}
+def ddpg_online_td_errors_tf(policy: Any, batch: dict) -> dict:
+    """As `ddpg_td_errors_tf`, bootstrapping from the online networks."""
+    import tensorflow as tf
+
+    terms = _ddpg_terms_tf(policy, batch, online=True)
+    return {"td_errors": mean_of([tf.abs(q - terms["q_target"]) for q in terms["q"]])}
+
+
+_TD_ERRORS = {"torch": (ddpg_td_errors_torch, ddpg_online_td_errors_torch),
+              "tf": (ddpg_td_errors_tf, ddpg_online_td_errors_tf)}
 
 
 def compute_td_errors(policy: Any, batch: SampleBatch) -> np.ndarray:
     """Per-row |TD errors| of `batch` under a DDPG or TD3 `policy` (replay priorities)."""
-    return policy.run_on_batch(_TD_ERRORS[policy.framework], batch)["td_errors"]
+    return policy.run_on_batch(_TD_ERRORS[policy.framework][0], batch)["td_errors"]
+
+
+def compute_online_td_errors(policy: Any, batch: SampleBatch) -> np.ndarray:
+    """Per-row |TD errors| bootstrapping from the online networks (worker-side priorities)."""
+    return policy.run_on_batch(_TD_ERRORS[policy.framework][1], batch)["td_errors"]
 
 
 # ---- the policy and the plan ------------------------------------------------------------------

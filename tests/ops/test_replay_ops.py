@@ -340,7 +340,8 @@ def test_replay_actors_hold_a_buffer_per_policy(executor):
 
 
 @pytest.mark.parametrize("module_name", ["flowrl.ops.replay_ops", "flowrl.workers.replay_actor",
-                                         "flowrl.plans.off_policy", "flowrl.plans.apex"])
+                                         "flowrl.plans.off_policy", "flowrl.plans.apex",
+                                         "flowrl.plans.apex_ddpg", "flowrl.plans.sac"])
 def test_docstring_examples(module_name, local_executor):
     import doctest
     import importlib

@@ -7,7 +7,7 @@ import pytest
 import flowrl
 from flowrl.testing import ContinuousCorridorEnv, CorridorEnv
 
-CONTINUOUS_ONLY = {"ddpg", "td3"}
+CONTINUOUS_ONLY = {"ddpg", "td3", "apex_ddpg"}
 """Algorithms whose actors need a Box action space: their tests run on the continuous corridor."""
 
 
@@ -31,6 +31,9 @@ TINY = {
              "random_timesteps": 20, "training_intensity": 16},
     "td3": {"train_batch_size": 16, "learning_starts": 40, "buffer_size": 1000,
             "random_timesteps": 20, "training_intensity": 16},
+    "apex_ddpg": {"num_workers": 2, "train_batch_size": 16, "learning_starts": 40,
+                  "buffer_size": 1000, "max_weight_sync_delay": 20, "random_timesteps": 20,
+                  "target_network_update_freq": 16},
     "es": {"episodes_per_batch": 4, "train_batch_size": 10, "pairs_per_request": 1,
            "noise_size": 100_000, "eval_prob": 0.5},
     "ars": {"ars_num_directions": 2, "ars_top_directions": 1, "noise_size": 100_000,

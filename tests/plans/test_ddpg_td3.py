@@ -173,3 +173,32 @@ def test_two_iterations_train_with_metrics(algo, framework, tiny_config, local_e
         assert isinstance(trainer.config, TD3Config if algo == "td3" else DDPGConfig)
     finally:
         trainer.stop()
+
+
+def test_apex_ddpg_trains_from_replay_actors_at_its_replay_ratio(tiny_config, ray_executor):
+    trainer = flowrl.Trainer("apex_ddpg", env="continuous_corridor", config=tiny_config(
+        "apex_ddpg", rollout_fragment_length=20, min_steps_per_iteration=400,
+        training_intensity=4))
+    try:
+        for _ in range(3):
+            result = trainer.train()
+        learner = result["info"]["learner"]["default_policy"]
+        for key in ("actor_loss", "critic_loss", "mean_q"):
+            assert np.isfinite(learner[key]), key
+        counters = result["info"]["counters"]
+        assert counters["replay/priority_updates"] > 0 and counters["learner/target_updates"] > 0
+        assert result["info"]["learner/replay_ratio"] == pytest.approx(4, rel=0.25)
+        labels = [data["label"] for _, data in trainer.plan_graph().nodes(data=True)]
+        assert any("WorkerSidePriorities" in label for label in labels)
+    finally:
+        trainer.stop()
+
+
+def test_apex_ddpg_workers_explore_with_falling_noise_scales():
+    from flowrl.plans.apex_ddpg import ApexDDPGConfig, per_worker_noise
+
+    scales = [per_worker_noise(ApexDDPGConfig(), BOX, worker_index=i, num_workers=4).scale
+              for i in (1, 2, 3, 4)]
+    assert scales[0] == pytest.approx(0.4) and scales == sorted(scales, reverse=True)
+    with pytest.raises(ValueError, match="Ape-X DDPG"):
+        per_worker_noise(ApexDDPGConfig(), gym.spaces.Discrete(2))
