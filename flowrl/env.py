@@ -8,7 +8,9 @@ which is why workers receive creators, never names.
 Names resolve in this order:
 
 1. a name registered with :func:`register_env`, including flowrl's built-in environments
-   (``"MultiAgentArena-v0"``, a PettingZoo parallel env), registered at the end of this module;
+   (``"MultiAgentArena-v0"`` and ``"TwoStepGame-v0"``, PettingZoo parallel envs;
+   ``"StatelessCartPole-v1"`` and ``"RepeatAfterMe-v0"``, gymnasium envs that need memory;
+   ``docs/envs.md``), registered at the end of this module;
 2. a gymnasium id (``"CartPole-v1"``, or ``"my_package.envs:MyEnv-v0"``, which imports
    ``my_package.envs`` first so that its ``gymnasium.register`` calls run). Atari ids
    (``"ALE/Pong-v5"``) are registered from ale-py on demand and get the DeepMind preprocessing
@@ -37,7 +39,14 @@ from typing import Any
 
 import gymnasium
 
-from flowrl.envs import MultiAgentArena, atari, is_multi_agent_env
+from flowrl.envs import (
+    MultiAgentArena,
+    RepeatAfterMe,
+    StatelessCartPole,
+    TwoStepGame,
+    atari,
+    is_multi_agent_env,
+)
 
 __all__ = ["EnvClassCreator", "EnvCreator", "env_label", "get_env_creator", "list_envs",
            "make_env", "module_to_import", "register_env"]
@@ -350,6 +359,9 @@ def _old_gym_api_message(name: str, method: str, output: Any) -> str:
 def _register_builtin_envs() -> None:
     """Registers flowrl's own environments under their public names."""
     register_env("MultiAgentArena-v0", MultiAgentArena)
+    register_env("TwoStepGame-v0", TwoStepGame)
+    register_env("StatelessCartPole-v1", StatelessCartPole)
+    register_env("RepeatAfterMe-v0", RepeatAfterMe)
 
 
 _register_builtin_envs()
