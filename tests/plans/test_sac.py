@@ -204,3 +204,27 @@ def test_independent_sac_policies_each_train_from_their_own_buffer(local_executo
     assert set(learner) == {"p1", "p2"}
     assert learner["p1"]["target_entropy"] == pytest.approx(0.6 * math.log(4))
     assert learner["p2"]["target_entropy"] == pytest.approx(0.3 * math.log(4))
+
+
+@pytest.mark.parametrize("framework", ["torch", pytest.param("tf", marks=pytest.mark.tf)])
+def test_a_restored_sac_run_continues_with_its_weights_targets_and_update_count(
+        framework, tiny_config, tmp_path, local_executor):
+    trainer = flowrl.Trainer("sac", env="continuous_corridor", config=tiny_config(
+        "sac", framework=framework, min_steps_per_iteration=100))
+    try:
+        saved_at = trainer.train()["timesteps_total"]
+        path = trainer.save(str(tmp_path))
+        policy = trainer.get_policy()
+        restored = flowrl.Trainer.from_checkpoint(path)
+        try:
+            again = restored.get_policy()
+            assert again.num_updates == policy.num_updates > 0
+            for name, value in policy.get_weights().items():
+                np.testing.assert_array_equal(value, again.get_weights()[name])
+            for name, value in policy.get_target_weights().items():
+                np.testing.assert_array_equal(value, again.get_target_weights()[name])
+            assert restored.train()["timesteps_total"] >= saved_at + 100  # counts resume
+        finally:
+            restored.stop()
+    finally:
+        trainer.stop()
