@@ -120,5 +120,20 @@ NEXT_ACTION_NOISE = "next_action_noise"
 """As `ACTION_NOISE`, for the actions sampled at `new_obs` (SAC's target, TD3's smoothing)."""
 
 
+def standard_normal(policy: Any, batch: Any, name: str, like: Any) -> Any:
+    """Standard-normal noise shaped like the tensor `like`: the batch's column `name` when it
+    carries one (`ACTION_NOISE`, `NEXT_ACTION_NOISE`), else a draw from the policy's seeded
+    generator (either framework)."""
+    if name in batch:
+        return batch[name]
+    if policy.framework == "torch":
+        import torch
+
+        return torch.randn(like.shape, generator=policy.generator, device=like.device)
+    import tensorflow as tf
+
+    return policy.generator.normal(tf.shape(like))
+
+
 __all__ = ["ACTION_NOISE", "NEXT_ACTION_NOISE", "ActorCriticReplayConfig", "check_box_actions",
-           "kernel_l2", "mean_of", "to_unit"]
+           "kernel_l2", "mean_of", "standard_normal", "to_unit"]

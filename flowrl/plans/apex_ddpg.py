@@ -79,8 +79,6 @@ class ApexDDPGConfig(DDPGConfig):
     worker_side_prioritization: bool = True
     """Rollout workers compute the initial priorities of their transitions."""
 
-    target_update_by = "trained"
-
     def _validate(self) -> None:
         super()._validate()
         check_distributed_replay_settings(self)

@@ -45,6 +45,7 @@ from flowrl.plans.actor_critic_replay import (
     check_box_actions,
     kernel_l2,
     mean_of,
+    standard_normal,
     to_unit,
 )
 from flowrl.plans.off_policy import replay_steps_per_output, replay_train_flow
@@ -130,10 +131,7 @@ def _ddpg_terms_torch(policy: Any, batch: dict, online: bool = False) -> dict[st
     with torch.no_grad():
         next_actions = target.actor(new_obs)
         if config.smooth_target_policy:
-            noise = batch.get(NEXT_ACTION_NOISE)
-            if noise is None:
-                noise = torch.randn(next_actions.shape, generator=policy.generator,
-                                    device=next_actions.device)
+            noise = standard_normal(policy, batch, NEXT_ACTION_NOISE, next_actions)
             noise = (noise * config.target_noise).clamp(-config.target_noise_clip,
                                                         config.target_noise_clip)
             next_actions = (next_actions + noise).clamp(-1.0, 1.0)
@@ -199,9 +197,7 @@ def _ddpg_terms_tf(policy: Any, batch: dict, online: bool = False) -> dict[str, 
     new_obs = batch["new_obs"]
     next_actions = target.actor(new_obs)
     if config.smooth_target_policy:
-        noise = batch.get(NEXT_ACTION_NOISE)
-        if noise is None:
-            noise = policy.generator.normal(tf.shape(next_actions))
+        noise = standard_normal(policy, batch, NEXT_ACTION_NOISE, next_actions)
         noise = tf.clip_by_value(noise * config.target_noise, -config.target_noise_clip,
                                  config.target_noise_clip)
         next_actions = tf.clip_by_value(next_actions + noise, -1.0, 1.0)

@@ -55,6 +55,7 @@ from flowrl.plans.actor_critic_replay import (
     NEXT_ACTION_NOISE,
     ActorCriticReplayConfig,
     mean_of,
+    standard_normal,
     to_unit,
 )
 from flowrl.plans.off_policy import replay_steps_per_output, replay_train_flow
@@ -147,14 +148,6 @@ def _squashed_sample_torch(dist_inputs: Any, noise: Any) -> tuple[Any, Any]:
     return torch.tanh(pre_squash), gaussian_logp - squash.sum(-1)
 
 
-def _noise_torch(policy: Any, batch: dict, name: str, like: Any) -> Any:
-    import torch
-
-    if name in batch:
-        return batch[name]
-    return torch.randn(like.shape, generator=policy.generator, device=like.device)
-
-
 def _sac_terms_torch(policy: Any, batch: dict) -> dict[str, Any]:
     """Every quantity SAC's losses and TD errors need, for one batch (Torch)."""
     import torch
@@ -187,13 +180,13 @@ def _sac_terms_torch(policy: Any, batch: dict) -> dict[str, Any]:
         actions = to_unit(policy, batch["actions"])
         with torch.no_grad():
             next_inputs = model.actor(new_obs)
-            noise = _noise_torch(policy, batch, NEXT_ACTION_NOISE, next_inputs[:, ::2])
+            noise = standard_normal(policy, batch, NEXT_ACTION_NOISE, next_inputs[:, ::2])
             next_actions, next_logp = _squashed_sample_torch(next_inputs, noise)
             next_q = torch.stack(target.critics(new_obs, next_actions)).min(dim=0).values
             q_target = batch["rewards"] + discount * alive * (next_q - alpha * next_logp)
         terms["q"] = model.critics(obs, actions)
         inputs = model.actor(obs)
-        noise = _noise_torch(policy, batch, ACTION_NOISE, inputs[:, ::2])
+        noise = standard_normal(policy, batch, ACTION_NOISE, inputs[:, ::2])
         new_actions, logp = _squashed_sample_torch(inputs, noise)
         new_q = torch.stack(model.critics(obs, new_actions)).min(dim=0).values
         terms["actor_loss"] = (alpha * logp - new_q).mean()
@@ -242,14 +235,6 @@ def _squashed_sample_tf(dist_inputs: Any, noise: Any) -> tuple[Any, Any]:
     return tf.tanh(pre_squash), gaussian_logp - tf.reduce_sum(squash, axis=-1)
 
 
-def _noise_tf(policy: Any, batch: dict, name: str, like: Any) -> Any:
-    import tensorflow as tf
-
-    if name in batch:
-        return batch[name]
-    return policy.generator.normal(tf.shape(like))
-
-
 def _sac_terms_tf(policy: Any, batch: dict) -> dict[str, Any]:
     """As `_sac_terms_torch`, in TensorFlow (stop_gradient where Torch uses no_grad)."""
     import tensorflow as tf
@@ -282,13 +267,13 @@ def _sac_terms_tf(policy: Any, batch: dict) -> dict[str, Any]:
     else:
         actions = to_unit(policy, tf.cast(batch["actions"], tf.float32))
         next_inputs = model.actor(new_obs)
-        noise = _noise_tf(policy, batch, NEXT_ACTION_NOISE, next_inputs[:, ::2])
+        noise = standard_normal(policy, batch, NEXT_ACTION_NOISE, next_inputs[:, ::2])
         next_actions, next_logp = _squashed_sample_tf(next_inputs, noise)
         next_q = tf.reduce_min(tf.stack(target.critics(new_obs, next_actions)), axis=0)
         q_target = tf.stop_gradient(rewards + discount * alive * (next_q - alpha * next_logp))
         terms["q"] = model.critics(obs, actions)
         inputs = model.actor(obs)
-        noise = _noise_tf(policy, batch, ACTION_NOISE, inputs[:, ::2])
+        noise = standard_normal(policy, batch, ACTION_NOISE, inputs[:, ::2])
         new_actions, logp = _squashed_sample_tf(inputs, noise)
         new_q = tf.reduce_min(tf.stack(model.critics(obs, new_actions)), axis=0)
         terms["actor_loss"] = tf.reduce_mean(alpha * logp - new_q)
