@@ -3,7 +3,8 @@
 `ReplayBuffer` samples uniformly; `PrioritizedReplayBuffer` samples in proportion to
 priority^alpha and returns importance weights. Both store `SampleBatch` columns in preallocated
 numpy rings and know nothing about Ray or deep-learning frameworks. `MultiAgentReplayBuffer`
-holds one of them per policy id (multi-agent plans). See docs/replay.md.
+holds one of them per policy id (multi-agent plans). `SequenceBuilder` cuts rollout steps into
+the fixed-length sequences R2D2 stores as rows. See docs/replay.md.
 """
 
 from flowrl.replay.buffer import ReplayBuffer
@@ -15,6 +16,7 @@ from flowrl.replay.prioritized import (
     add_with_priorities,
 )
 from flowrl.replay.segment_tree import SumMinTree
+from flowrl.replay.sequences import SequenceBuilder
 
 __all__ = ["BATCH_INDEXES", "WEIGHTS", "MultiAgentReplayBuffer", "PrioritizedReplayBuffer",
-           "ReplayBuffer", "SumMinTree", "add_with_priorities"]
+           "ReplayBuffer", "SequenceBuilder", "SumMinTree", "add_with_priorities"]

@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = ["flowrl.replay.buffer", "flowrl.replay.prioritized", "flowrl.replay.segment_tree",
-           "flowrl.replay.multi_agent"]
+           "flowrl.replay.multi_agent", "flowrl.replay.sequences"]
 
 
 @pytest.mark.parametrize("module_name", MODULES)
