@@ -26,6 +26,7 @@ from flowrl.plans import (
     impala,
     pg,
     ppo,
+    r2d2,
     sac,
     td3,
 )
@@ -82,6 +83,9 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
     "dqn": AlgorithmSpec("DQN", dqn.DQNConfig, dqn.dqn_plan, dqn.DQN_POLICY,
                          "Deep Q-learning: double Q, dueling heads, n-step returns, prioritized "
                          "replay.", dqn.dqn_flow, dqn.dqn_steps_per_output),
+    "r2d2": AlgorithmSpec("R2D2", r2d2.R2D2Config, r2d2.r2d2_plan, r2d2.R2D2_POLICY,
+                          "Recurrent replay DQN: stored-state sequences, burn-in, value "
+                          "rescaling, n-step double Q."),
     "sac": AlgorithmSpec("SAC", sac.SACConfig, sac.sac_plan, sac.SAC_POLICY,
                          "Soft actor-critic: squashed-Gaussian (or discrete) actor, twin "
                          "critics, learned temperature.", sac.sac_flow,

@@ -86,6 +86,12 @@ class ReplayConfig(AlgorithmConfig):
     target_update_by: ClassVar[str] = "sampled"
     """What `target_network_update_freq` counts: env steps "sampled", or optimizer "updates"."""
 
+    @property
+    def replayed_steps_per_row(self) -> int:
+        """Env steps one replayed row trains on: 1 for a transition (R2D2's sequences: their
+        trained steps), so `training_intensity` counts steps whatever a row holds."""
+        return 1
+
     def _warn_if_batch_smaller_than_sample_round(self) -> None:
         """Nothing to warn about: replayed batches are drawn from the buffer, not from one
         sampling round, so a train batch smaller than a round is normal."""
@@ -206,15 +212,17 @@ def round_robin_weights(config: ReplayConfig, steps_per_round: int | None = None
         return [1, 1]
     if steps_per_round is None:
         steps_per_round = config.steps_per_sample_round
-    batches_per_round = config.training_intensity * steps_per_round / config.train_batch_size
+    steps_per_batch = config.train_batch_size * config.replayed_steps_per_row
+    batches_per_round = config.training_intensity * steps_per_round / steps_per_batch
     if batches_per_round >= 1:
         return [1, max(1, round(batches_per_round))]
     return [max(1, round(1 / batches_per_round)), 1]
 
 
 def replay_train_flow(experiences: LocalIterator[Any], workers: WorkerSet, config: ReplayConfig,
-                      policy_id: str | None = None, *,
-                      compute_td_errors: TDErrorFn) -> LocalIterator[TrainResult]:
+                      policy_id: str | None = None, *, compute_td_errors: TDErrorFn,
+                      rows_to_store: Callable[[Any], Any] | None = None
+                      ) -> LocalIterator[TrainResult]:
     """A replay-based algorithm's flows for one policy: store its experiences, and
     replay-train them, in a rotation fixed by `training_intensity`.
 
@@ -227,6 +235,8 @@ def replay_train_flow(experiences: LocalIterator[Any], workers: WorkerSet, confi
             every policy of a multi-agent run of this algorithm, each with its own buffer in a
             `MultiAgentReplayBuffer`).
         compute_td_errors: `(policy, batch) -> |TD error| per row`, for replay priorities.
+        rows_to_store: an operator turning each batch of steps into the rows the buffer
+            stores (R2D2: `SequenceBuilder`'s sequences); None stores the steps themselves.
     """
     policies = replay_policy_configs(workers, config) if policy_id is None else None
     buffer = make_replay_buffer(config, policies)
@@ -235,6 +245,8 @@ def replay_train_flow(experiences: LocalIterator[Any], workers: WorkerSet, confi
     # Store flow: sample with the current exploration, remember, keep remote workers current.
     if policy_id is not None:
         experiences = experiences.for_each(PolicyRows(policy_id))
+    if rows_to_store is not None:
+        experiences = experiences.for_each(rows_to_store)
     store = (experiences.for_each(StoreToReplay(buffer, seed=config.seed))
              .for_each(BroadcastWeights(workers, policy_ids=policy_ids)))
     # Train flow: nothing until learning_starts transitions are stored.
