@@ -600,8 +600,10 @@ def _one_episode(env: Any, policy: Any, *, seed: int) -> tuple[float, int]:
 
     obs, _ = env.reset(seed=seed)
     state, total, length, done = None, 0.0, 0, False
+    action = reward = None  # the previous step's, for a model that reads them
     while not done:
-        action, state, _ = policy.compute_single_action(obs, state, explore=False)
+        action, state, _ = policy.compute_single_action(obs, state, explore=False,
+                                                        prev_action=action, prev_reward=reward)
         if isinstance(env.action_space, gymnasium.spaces.Box):
             action = np.clip(action, env.action_space.low, env.action_space.high)
         obs, reward, terminated, truncated, _ = env.step(action)

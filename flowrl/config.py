@@ -153,6 +153,23 @@ class ModelConfig(_FrozenConfig):
     """A user model: its class, a flowrl.register_model name or "pkg.mod:Class"; None = built-in."""
     custom_model_config: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Keyword arguments for the custom model's constructor, e.g. {"hidden": 128}."""
+    use_lstm: bool = False
+    """Wrap the model (built-in or custom) in an LSTM over time; see docs/models.md."""
+    use_gru: bool = False
+    """Wrap the model in a GRU over time (as use_lstm, one state tensor instead of two)."""
+    lstm_cell_size: int = 256
+    """Units of the LSTM/GRU state; typically 64-512."""
+    max_seq_len: int = 20
+    """Longest sequence a recurrent model trains on (longer runs are cut); typically 10-80."""
+    lstm_use_prev_action: bool = False
+    """Feed the previous action (one-hot for discrete spaces) into the LSTM/GRU."""
+    lstm_use_prev_reward: bool = False
+    """Feed the previous reward into the LSTM/GRU."""
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether the model is wrapped in an LSTM or GRU (`use_lstm` or `use_gru`)."""
+        return bool(self.use_lstm or self.use_gru)
 
     def _validate(self) -> None:
         super()._validate()
@@ -163,6 +180,16 @@ class ModelConfig(_FrozenConfig):
                     f"fcnet_hiddens={self.fcnet_hiddens} (entry {index} is {size}). "
                     f"Use e.g. [64, 64], or [] for a linear model."
                 )
+        if self.use_lstm and self.use_gru:
+            raise ValueError("ModelConfig: use_lstm and use_gru are both True; pick one "
+                             "recurrent cell (use_lstm for an LSTM, use_gru for a GRU).")
+        for name in ("lstm_cell_size", "max_seq_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ModelConfig.{name} must be >= 1; got "
+                                 f"{name}={getattr(self, name)}.")
+        if (self.lstm_use_prev_action or self.lstm_use_prev_reward) and not self.recurrent:
+            raise ValueError("ModelConfig: lstm_use_prev_action / lstm_use_prev_reward feed the "
+                             "recurrent wrapper; set use_lstm=True (or use_gru=True) as well.")
         for index, (channels, kernel, stride) in enumerate(self.conv_filters or ()):
             kernel_sizes = kernel if isinstance(kernel, tuple) else (kernel,)
             if channels < 1 or stride < 1 or min(kernel_sizes) < 1:

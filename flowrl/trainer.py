@@ -307,20 +307,25 @@ class Trainer:
         return {"evaluation": stats}
 
     def compute_single_action(self, obs: Any, state: list[Any] | None = None,
-                              explore: bool = False, *, policy_id: str | None = None) -> Any:
+                              explore: bool = False, *, policy_id: str | None = None,
+                              prev_action: Any = None, prev_reward: float | None = None) -> Any:
         """The learner policy's action for one raw observation.
 
-        A stateless policy returns the action. A recurrent one returns `(action, state_out)`:
-        pass `state=None` at an episode's first step (its `initial_state()`) and the returned
-        `state_out` at the next, e.g. ``action, state = trainer.compute_single_action(obs,
-        state)``. `policy_id` picks one policy of a multi-agent run.
+        A stateless policy returns the action. A recurrent one returns `(action, state_out,
+        extras)`: pass `state=None` at an episode's first step (its `initial_state()`) and the
+        returned `state_out` at the next, e.g. ``action, state, _ =
+        trainer.compute_single_action(obs, state)``; a model that reads the previous action
+        and reward (`lstm_use_prev_action` / `lstm_use_prev_reward`) also takes the previous
+        step's `prev_action` and env `prev_reward` (None at an episode's first step).
+        `policy_id` picks one policy of a multi-agent run.
         """
         self._check_not_stopped("compute_single_action")
         policy = self.get_policy(policy_id)
         if isinstance(state, bool):  # 0.2's positional explore
             state, explore = None, state
-        action, state_out, _ = policy.compute_single_action(obs, state, explore=explore)
-        return (action, state_out) if policy.initial_state() else action
+        action, state_out, extras = policy.compute_single_action(
+            obs, state, explore=explore, prev_action=prev_action, prev_reward=prev_reward)
+        return (action, state_out, extras) if policy.initial_state() else action
 
     def get_policy(self, policy_id: str | None = None) -> Any:
         """The learner's policy (the local worker's); `policy_id` picks one of several

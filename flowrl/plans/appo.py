@@ -73,11 +73,11 @@ def appo_loss_torch(policy: Any, batch: dict) -> tuple[Any, dict]:
     import torch
 
     config = policy.config
-    dist_inputs, values = policy.model(batch["obs"])
+    dist_inputs, values = policy.model_outputs(batch)
     dist = policy.dist_class(dist_inputs)
     logp = dist.logp(batch["actions"])
     with torch.no_grad():
-        old_inputs, _ = policy.target_model(batch["obs"])
+        old_inputs, _ = policy.model_outputs(batch, policy.target_model)
     old_dist = policy.dist_class(old_inputs)
     old_logp = old_dist.logp(batch["actions"])
     targets = vtrace_targets_torch(policy, batch, batch["action_logp"], old_logp, values)
@@ -106,10 +106,10 @@ def appo_loss_tf(policy: Any, batch: dict) -> tuple[Any, dict]:
     import tensorflow as tf
 
     config = policy.config
-    dist_inputs, values = policy.model(batch["obs"])
+    dist_inputs, values = policy.model_outputs(batch)
     dist = policy.dist_class(dist_inputs)
     logp = dist.logp(batch["actions"])
-    old_inputs, _ = policy.target_model(batch["obs"])
+    old_inputs, _ = policy.model_outputs(batch, policy.target_model)
     old_dist = policy.dist_class(tf.stop_gradient(old_inputs))
     old_logp = old_dist.logp(batch["actions"])
     targets = vtrace_targets_tf(policy, batch, batch["action_logp"], old_logp, values)
@@ -141,7 +141,7 @@ def _to_rows_torch(time_major: Any) -> Any:
 APPO_POLICY = PolicySpec(name="appo", torch_loss=appo_loss_torch, tf_loss=appo_loss_tf,
                          postprocess=None, coefficients=("kl_coeff", "entropy_coeff"),
                          target_network=True, config_class=APPOConfig,
-                         time_major=True)
+                         time_major=True, recurrent_loss=True)
 """APPO's policy: sampled actions, raw fragments, a target network as the old policy."""
 
 

@@ -149,7 +149,7 @@ class IMPALAConfig(AlgorithmConfig):
 def impala_loss_torch(policy: Any, batch: dict) -> tuple[Any, dict]:
     """IMPALA's loss in PyTorch: V-trace policy gradient, value loss to `vs`, entropy bonus."""
     config = policy.config
-    dist_inputs, values = policy.model(batch["obs"])
+    dist_inputs, values = policy.model_outputs(batch)
     dist = policy.dist_class(dist_inputs)
     targets = vtrace_targets_torch(policy, batch, batch["action_logp"],
                                    dist.logp(batch["actions"]), values)
@@ -168,7 +168,7 @@ def impala_loss_tf(policy: Any, batch: dict) -> tuple[Any, dict]:
     import tensorflow as tf
 
     config = policy.config
-    dist_inputs, values = policy.model(batch["obs"])
+    dist_inputs, values = policy.model_outputs(batch)
     dist = policy.dist_class(dist_inputs)
     targets = vtrace_targets_tf(policy, batch, batch["action_logp"],
                                 dist.logp(batch["actions"]), values)
@@ -184,7 +184,8 @@ def impala_loss_tf(policy: Any, batch: dict) -> tuple[Any, dict]:
 
 IMPALA_POLICY = PolicySpec(name="impala", torch_loss=impala_loss_torch, tf_loss=impala_loss_tf,
                            postprocess=None, coefficients=("entropy_coeff",),
-                           config_class=IMPALAConfig, time_major=True)
+                           config_class=IMPALAConfig, time_major=True,
+                           recurrent_loss=True)
 """IMPALA's policy: sampled actions, raw fragments (no GAE), the V-trace loss."""
 
 

@@ -74,7 +74,8 @@ class PGConfig(PolicyGradientConfig):
 
 
 PG_POLICY = PolicySpec(name="pg", torch_loss=pg_loss_torch, tf_loss=pg_loss_tf,
-                       coefficients=("entropy_coeff",), config_class=PGConfig)
+                       coefficients=("entropy_coeff",), config_class=PGConfig,
+                       recurrent_loss=True)
 """The policy-gradient policy PG, A2C and A3C train: sampled actions, GAE, the PG loss."""
 
 

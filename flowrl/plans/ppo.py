@@ -97,7 +97,7 @@ def ppo_loss_torch(policy: Any, batch: dict) -> tuple[Any, dict]:
     import torch
 
     config = policy.config
-    dist_inputs, values = policy.model(batch["obs"])
+    dist_inputs, values = policy.model_outputs(batch)
     dist = policy.dist_class(dist_inputs)
     old_dist = policy.dist_class(batch["action_dist_inputs"])
     ratio = torch.exp(dist.logp(batch["actions"]) - batch["action_logp"])
@@ -125,7 +125,7 @@ def ppo_loss_tf(policy: Any, batch: dict) -> tuple[Any, dict]:
     import tensorflow as tf
 
     config = policy.config
-    dist_inputs, values = policy.model(batch["obs"])
+    dist_inputs, values = policy.model_outputs(batch)
     dist = policy.dist_class(dist_inputs)
     old_dist = policy.dist_class(batch["action_dist_inputs"])
     ratio = tf.exp(dist.logp(batch["actions"]) - batch["action_logp"])
@@ -149,7 +149,8 @@ def ppo_loss_tf(policy: Any, batch: dict) -> tuple[Any, dict]:
 
 
 PPO_POLICY = PolicySpec(name="ppo", torch_loss=ppo_loss_torch, tf_loss=ppo_loss_tf,
-                        coefficients=("kl_coeff", "entropy_coeff"), config_class=PPOConfig)
+                        coefficients=("kl_coeff", "entropy_coeff"), config_class=PPOConfig,
+                        recurrent_loss=True)
 """PPO's policy: sampled actions, GAE, the clipped-surrogate loss, an adaptive KL coefficient."""
 
 

@@ -249,6 +249,7 @@ class GradientFreePolicy:
         return np.asarray(extras["action_dist_inputs"])[:, :self.out_size]
 
     is_recurrent = False
+    uses_prev_actions = uses_prev_rewards = False
 
     def initial_state(self) -> list[np.ndarray]:
         """No recurrent state: `[]`."""
@@ -262,8 +263,11 @@ class GradientFreePolicy:
         return self.compute_actions_with(self.flat_weights, obs_batch), [], {}
 
     def compute_single_action(self, obs: Any, state: list[np.ndarray] | None = None, *,
-                              explore: bool = False) -> tuple[Any, list[np.ndarray], dict]:
-        """`(action, [], {})` for one raw observation."""
+                              explore: bool = False, prev_action: Any = None,
+                              prev_reward: float | None = None
+                              ) -> tuple[Any, list[np.ndarray], dict]:
+        """`(action, [], {})` for one raw observation (the model is stateless and reads no
+        previous action or reward)."""
         actions, _, _ = self.compute_actions(np.asarray(obs)[None], explore=explore)
         return actions[0], [], {}
 

@@ -18,7 +18,7 @@ from typing import Any
 def pg_loss_torch(policy: Any, train_batch: dict) -> tuple[Any, dict]:
     """The actor-critic policy-gradient loss on Torch tensors; see the module docstring."""
     config = policy.config
-    dist_inputs, values = policy.model(train_batch["obs"])
+    dist_inputs, values = policy.model_outputs(train_batch)
     dist = policy.dist_class(dist_inputs)
     policy_loss = -(dist.logp(train_batch["actions"]) * train_batch["advantages"]).mean()
     entropy = dist.entropy().mean()
@@ -37,7 +37,7 @@ def pg_loss_tf(policy: Any, train_batch: dict) -> tuple[Any, dict]:
     import tensorflow as tf
 
     config = policy.config
-    dist_inputs, values = policy.model(train_batch["obs"])
+    dist_inputs, values = policy.model_outputs(train_batch)
     dist = policy.dist_class(dist_inputs)
     policy_loss = -tf.reduce_mean(dist.logp(train_batch["actions"]) * train_batch["advantages"])
     entropy = tf.reduce_mean(dist.entropy())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium as gym
@@ -32,7 +32,21 @@ from flowrl.policy.optimizer_groups import ResolvedGroup, resolve_groups
 from flowrl.policy.postprocessing import (
     compute_gae_for_fragment,
     compute_gae_for_trajectory,
+    training_rewards,
     trajectory_bounds,
+)
+from flowrl.policy.recurrent_spec import (
+    RecurrentModelSpec,
+    encode_prev_actions,
+    prev_action_size,
+    wrap_recurrent,
+)
+from flowrl.policy.sequences import (
+    SequenceLayout,
+    add_sequence_columns,
+    sequence_layout,
+    sequence_minibatches,
+    strip_sequence_columns,
 )
 from flowrl.policy.spaces import action_offset, action_rows, check_action_space, get_preprocessor
 
@@ -115,9 +129,16 @@ class Policy(ABC):
             self.config, action_space, worker_index=worker_index, num_workers=num_workers,
             seed=_selector_seed(self.seed))
         self.model_spec = spec.model(self.config, self.preprocessor.shape, action_space)
+        model_config = getattr(self.config, "model", None)
+        if getattr(model_config, "recurrent", False):
+            self.model_spec = wrap_recurrent(self.model_spec, model_config, action_space)
         self.contract: ModelContract = self.model_spec.contract
         self.is_recurrent = False
         self._initial_state: list[np.ndarray] = []
+        self.uses_prev_actions = self.uses_prev_rewards = False
+        """Whether the model reads the previous action / reward (`lstm_use_prev_*`)."""
+        self._acting_prev: list[np.ndarray] = []
+        self.prev_action_width = prev_action_size(action_space)
         self._coefficients: dict[str, Any] = {}
         for name in spec.coefficients:
             if not hasattr(self.config, name):
@@ -148,9 +169,12 @@ class Policy(ABC):
             state: a recurrent model's state, one array per state tensor with the batch first
                 (None: `initial_state()` for every row); ignored ([]) for stateless models.
             explore: sample / add noise (True) or act greedily (False).
-            prev_actions: the previous actions per row (accepted for models that read them;
-                the built-in models do not).
-            prev_rewards: the previous rewards per row (as `prev_actions`).
+            prev_actions: for a model that reads the previous action (`lstm_use_prev_action`):
+                each row's previous action as the model reads it,
+                `policy.encode_prev_actions(env_actions)`, zeros at an episode's first step
+                (None: zeros for every row). Ignored by other models.
+            prev_rewards: the previous reward per row, 0 at an episode's first step (None:
+                zeros), for a model with `lstm_use_prev_reward`.
 
         Returns:
             `(actions, state_out, extras)`: env-space actions; the state after this step (`[]`
@@ -165,9 +189,32 @@ class Policy(ABC):
         if rows.dtype != np.uint8 and rows.dtype != np.float32:
             rows = rows.astype(np.float32)
         state = self._state_for(len(rows), state)
-        actions, state_out, extras = self.action_selector.compute_actions(
-            self, rows, explore, state)
+        self._acting_prev = self._prev_inputs(len(rows), prev_actions, prev_rewards)
+        try:
+            actions, state_out, extras = self.action_selector.compute_actions(
+                self, rows, explore, state)
+        finally:
+            self._acting_prev = []
         return self._to_env_actions(np.asarray(actions)), state_out, extras
+
+    def encode_prev_actions(self, env_actions: Any) -> np.ndarray:
+        """Env actions as a recurrent wrapper's previous-action input: one-hot rows for
+        discrete spaces, the flat action for a Box (float32, one row per action)."""
+        return encode_prev_actions(self.action_space, action_rows(self.action_space,
+                                                                  env_actions))
+
+    def _prev_inputs(self, count: int, prev_actions: np.ndarray | None,
+                     prev_rewards: np.ndarray | None) -> list[np.ndarray]:
+        """`[prev_actions, prev_rewards]` as a model that reads them gets them (zeros where
+        not given); `[]` for other models."""
+        if not (self.uses_prev_actions or self.uses_prev_rewards):
+            return []
+        width = self.prev_action_width
+        actions = (np.zeros((count, width), np.float32) if prev_actions is None
+                   else np.asarray(prev_actions, np.float32).reshape(count, width))
+        rewards = (np.zeros(count, np.float32) if prev_rewards is None
+                   else np.asarray(prev_rewards, np.float32).reshape(count))
+        return [actions, rewards]
 
     def initial_state(self) -> list[np.ndarray]:
         """A recurrent model's initial state: one float32 array per state tensor, without the
@@ -201,14 +248,17 @@ class Policy(ABC):
         returns (actions, state_out, extras)."""
         raise TypeError(self._wrong_model("sample an action distribution", ACTOR_CRITIC))
 
-    def forward(self, obs_rows: np.ndarray, state: list[np.ndarray] | None = None
+    def forward(self, obs_rows: np.ndarray, state: list[np.ndarray] | None = None,
+                prev: list[np.ndarray] | None = None
                 ) -> tuple[tuple[np.ndarray, ...], list[np.ndarray]]:
         """The model's contract outputs for PREPROCESSED rows, as numpy, without gradients.
 
         Returns `(outputs, state_out)`: outputs in the contract's order (actor-critic:
         `(dist_inputs, values)`; Q: `(q_values,)`; deterministic actor: `(actions,)`), and the
         state after this step (`[]` for a stateless model; `state=None` starts recurrent
-        models from `initial_state()`). `TorchPolicy` and `TFPolicy` implement it.
+        models from `initial_state()`). `prev` is `[prev_actions, prev_rewards]` for a model
+        that reads them (None: those of the `compute_actions` call in progress, else zeros).
+        `TorchPolicy` and `TFPolicy` implement it.
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement forward()")
 
@@ -249,7 +299,20 @@ class Policy(ABC):
             self.dist_name, self.dist_class = action_distribution(
                 self.action_space, model_config.free_log_std, distributions)
         custom = getattr(model_config, "custom_model", None)
-        if custom is None:
+        if isinstance(spec, RecurrentModelSpec) and custom is not None:
+            # use_lstm around a custom model: the model is the wrapper's encoder.
+            model_class = _import_path(getattr(spec, f"{self.framework}_class"))
+            encoder_class = resolve_model_class(custom, self.framework)
+            options = dict(getattr(model_config, "custom_model_config", {}) or {})
+            init_seed = int(rng.integers(2**31 - 1))
+            initial_weights = spec.initial_weights(rng)
+
+            def make() -> Any:
+                encoders = [self._new_custom_model(encoder_class, options, init_seed + index,
+                                                   num_outputs=spec.feature_size)
+                            for index in range(len(spec.towers))]
+                return model_class(spec, initial_weights, encoders=encoders, **model_options)
+        elif custom is None:
             model_class = _import_path(getattr(spec, f"{self.framework}_class"))
             initial_weights = spec.initial_weights(rng)
 
@@ -264,6 +327,8 @@ class Policy(ABC):
                 return self._new_custom_model(model_class, options, init_seed)
         self.model_name = getattr(model_class, "__qualname__", str(model_class))
         self.model = make()
+        self.uses_prev_actions = bool(getattr(self.model, "uses_prev_actions", False))
+        self.uses_prev_rewards = bool(getattr(self.model, "uses_prev_rewards", False))
         # Custom models, and an algorithm's own recurrent ones, are probed against the contract.
         probe = custom is not None or callable(getattr(self.model, "initial_state", None))
         if probe:
@@ -313,10 +378,12 @@ class Policy(ABC):
         return [group for group in self.optimizer_groups if group.due(self.num_updates)]
 
     def _new_custom_model(self, model_class: Any, options: Mapping[str, Any],
-                          init_seed: int) -> Any:
-        """A custom model on this policy's device (frameworks override)."""
-        return model_class(self.preprocessor.shape, self.action_space,
-                           self.model_spec.output_size, self.config.model, **options)
+                          init_seed: int, num_outputs: int | None = None) -> Any:
+        """A custom model on this policy's device (frameworks override); `num_outputs`
+        defaults to the contract's (a recurrent wrapper's encoder gets its feature size)."""
+        size = self.model_spec.output_size if num_outputs is None else num_outputs
+        return model_class(self.preprocessor.shape, self.action_space, size,
+                           self.config.model, **options)
 
     def _weights_view(self, model: Any) -> Any:
         """The framework's weight view of a model (`names`, `params`, `parameters()`, ...)."""
@@ -454,13 +521,23 @@ class Policy(ABC):
             self.observation_filter.set_state(state)
 
     def compute_single_action(
-        self, obs: Any, state: list[np.ndarray] | None = None, *, explore: bool = True
+        self, obs: Any, state: list[np.ndarray] | None = None, *, explore: bool = True,
+        prev_action: Any = None, prev_reward: float | None = None,
     ) -> tuple[Any, list[np.ndarray], dict[str, Any]]:
         """`compute_actions` for one raw observation and its state, without batch dimensions:
-        returns `(action, state_out, extras)` (`state_out` is `[]` for stateless models)."""
+        returns `(action, state_out, extras)` (`state_out` is `[]` for stateless models).
+
+        `prev_action` (an env action) and `prev_reward` (the env's reward; clipped as in
+        training) are the previous step's, for a model that reads them; None at an episode's
+        first step."""
         batch_state = None if state is None else [np.asarray(v)[None] for v in state]
+        prev_actions = None if prev_action is None else self.encode_prev_actions(
+            _add_batch_dim(prev_action))
+        prev_rewards = None if prev_reward is None else training_rewards(
+            np.asarray([prev_reward], np.float32), self.config)
         actions, state_out, extras = self.compute_actions(
-            _add_batch_dim(obs), batch_state, explore=explore)
+            _add_batch_dim(obs), batch_state, explore=explore, prev_actions=prev_actions,
+            prev_rewards=prev_rewards)
         return (actions[0], [value[0] for value in state_out],
                 {name: value[0] for name, value in extras.items()})
 
@@ -585,11 +662,14 @@ class Policy(ABC):
                 "would call the model without its state. Train a stateless model, or use an "
                 "algorithm whose losses read state_in_* and seq_lens.")
         arrays = {}
+        sequences = self.spec.batch_of_sequences
         for name, column in batch.items():
             if name == "actions":
-                column = action_rows(self.action_space, column)
+                column = _per_step(column, sequences,
+                                   lambda rows: action_rows(self.action_space, rows))
             elif name in ("obs", "new_obs"):
-                column = self._model_input(column, name)
+                column = _per_step(column, sequences,
+                                   lambda rows, name=name: self._model_input(rows, name))
             elif column.dtype.kind == "f":
                 column = column.astype(np.float32, copy=False)
             elif column.dtype.kind in "iu":
@@ -597,7 +677,63 @@ class Policy(ABC):
             elif column.dtype.kind != "b":
                 continue
             arrays[name] = column
+        if self.is_recurrent and not sequences:
+            arrays = self._with_sequences(batch, arrays)
         return arrays
+
+    @property
+    def max_seq_len(self) -> int:
+        """The longest sequence a recurrent model trains on (`model.max_seq_len`)."""
+        return int(getattr(self.config.model, "max_seq_len", 20))
+
+    def _with_sequences(self, batch: SampleBatch, arrays: dict[str, np.ndarray]
+                        ) -> dict[str, np.ndarray]:
+        """A recurrent policy's training arrays with the batch cut into sequences (episode
+        ends and `max_seq_len`; `flowrl.policy.sequences`)."""
+        state_columns = batch.state_in_columns()
+        missing = [name for name in ("eps_id", "t") if name not in batch]
+        if len(state_columns) != len(self._initial_state) or missing:
+            raise ValueError(
+                f"Policy {self.spec.name!r} trains the recurrent model {self.model_name}, which "
+                f"needs each step's stored state ({len(self._initial_state)} column(s) "
+                f"state_in_0..) and the columns eps_id and t to cut the batch into sequences; "
+                f"the batch has state columns {state_columns}"
+                + (f" and lacks {missing}" if missing else "") + ". Train on batches sampled by "
+                "a rollout worker of this policy, which stores them.")
+        for name in ("prev_actions", "prev_rewards"):
+            wanted = self.uses_prev_actions if name == "prev_actions" else self.uses_prev_rewards
+            if wanted and name not in arrays:
+                raise ValueError(f"the model reads the previous step ({name}), but the batch "
+                                 f"has no {name!r} column; sample with a rollout worker of this "
+                                 "policy, which stores it.")
+        layout = sequence_layout(batch["eps_id"], batch["t"], self.max_seq_len)
+        return add_sequence_columns(arrays, layout, state_columns)
+
+    def _sequence_minibatches(self, arrays: Mapping[str, np.ndarray], size: int,
+                              rng: np.random.Generator) -> Iterator[dict[str, np.ndarray]]:
+        """One shuffled epoch of minibatches of whole sequences (about `size` steps each)."""
+        lengths = arrays["seq_lens"]
+        layout = SequenceLayout(np.cumsum(lengths) - lengths, lengths, self.max_seq_len)
+        state_columns = [name for name in arrays if name.startswith(SampleBatch.STATE_IN_PREFIX)]
+        return sequence_minibatches(strip_sequence_columns(arrays), layout, state_columns,
+                                    size, rng)
+
+    def compute_values_after(self, rows: Mapping[str, np.ndarray]) -> np.ndarray:
+        """V(new_obs) of steps (float32 [B]), to bootstrap from: a stateless model's value of
+        `new_obs`; a recurrent one's after it stepped through `obs` from the stored
+        `state_in_*` (and, if it reads them, with the step's action and reward as the previous
+        ones). `rows` are a batch's columns (preprocessed `obs`, `new_obs`, ...)."""
+        if not self.is_recurrent:
+            return self.compute_values(rows["new_obs"])
+        count = len(rows["new_obs"])
+        state = [rows[f"{SampleBatch.STATE_IN_PREFIX}{i}"]
+                 for i in range(len(self._initial_state))]
+        prev = self._prev_inputs(count, rows.get("prev_actions"), rows.get("prev_rewards"))
+        _, state_after = self.forward(rows["obs"], state, prev=prev)
+        next_prev = self._prev_inputs(
+            count, self.encode_prev_actions(rows["actions"]) if self.uses_prev_actions else None,
+            rows["rewards"] if self.uses_prev_rewards else None)
+        return self.forward(rows["new_obs"], state_after, prev=next_prev)[0][1]
 
     def _check_weights(self, weights: Mapping[str, np.ndarray],
                        shapes: Mapping[str, tuple[int, ...]]) -> None:
@@ -727,6 +863,20 @@ def _as_numpy(value: Any) -> np.ndarray:
     if callable(detach):
         value = detach().cpu()
     return np.asarray(value)
+
+
+def _per_step(column: Any, sequences: bool, convert: Callable[[np.ndarray], np.ndarray]
+              ) -> np.ndarray:
+    """`convert` on per-step rows; a batch of sequences ([S, T, ...]) is converted as its
+    S * T steps and given its [S, T] leading shape back."""
+    column = np.asarray(column)
+    if not sequences:
+        return convert(column)
+    if column.ndim < 2:
+        raise ValueError(f"a batch of sequences needs columns shaped [S, T, ...]; got shape "
+                         f"{column.shape}")
+    steps = convert(column.reshape((-1,) + column.shape[2:]))
+    return steps.reshape(column.shape[:2] + steps.shape[1:])
 
 
 def _add_batch_dim(obs: Any) -> Any:

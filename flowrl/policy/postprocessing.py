@@ -116,7 +116,7 @@ def compute_gae_for_trajectory(policy: Policy, batch: SampleBatch) -> SampleBatc
     terminated = "terminateds" in batch and bool(batch["terminateds"][-1])
     last_value = 0.0
     if not terminated and config.use_critic:
-        last_value = float(policy.compute_values(batch["new_obs"][-1:])[0])
+        last_value = float(policy.compute_values_after(batch[-1:])[0])
     return compute_advantages(
         batch,
         last_value,
@@ -148,7 +148,8 @@ def compute_gae_for_fragment(policy: Policy, columns: dict[str, np.ndarray]) -> 
     with one batched value forward for all bootstraps and a vectorized recursion over time.
 
     Args:
-        policy: reads `gamma`, `gae_lambda`, `use_gae`, `use_critic` and `compute_values`.
+        policy: reads `gamma`, `gae_lambda`, `use_gae`, `use_critic` and
+            `compute_values_after` (a recurrent model's bootstrap starts from the stored state).
         columns: arrays shaped (T, N, ...): T steps of N envs, with `rewards`, `terminateds`,
             `truncateds`, `new_obs` (and `vf_preds` with a critic).
 
@@ -169,7 +170,8 @@ def compute_gae_for_fragment(policy: Policy, columns: dict[str, np.ndarray]) -> 
         next_values[:-1] = values[1:]
         bootstrap = np.logical_and(piece_end, ~terminated)
         if bootstrap.any():
-            next_values[bootstrap] = policy.compute_values(columns["new_obs"][bootstrap])
+            next_values[bootstrap] = policy.compute_values_after(
+                {name: value[bootstrap] for name, value in columns.items()})
         next_values[terminated] = 0.0
     advantages, value_targets = _fragment_returns(
         rewards, next_values, values if config.use_critic else None, piece_end, gamma,

@@ -102,8 +102,13 @@ class PolicySpec:
     loss then returns `({group: loss}, stats)`. () = one Adam over every weight on the config's
     lr / lr_schedule / grad_clip, and a scalar loss (see `flowrl.policy.optimizer_groups`)."""
     recurrent_loss: bool = False
-    """The losses train recurrent models: they read the batch's `state_in_{i}` columns and
-    `seq_lens` and mask the padding. Without it, learning with a recurrent model is an error."""
+    """The losses train recurrent models: they take the model's outputs from
+    `policy.model_outputs(batch)` (one per real step, run over the batch's sequences) and
+    bootstraps from `policy.bootstrap_values`. Without it, a recurrent model cannot learn."""
+    batch_of_sequences: bool = False
+    """Each training row is one whole sequence with a time axis (obs [S, T, ...], actions
+    [S, T], `state_in_{i}` [S, ...], `seq_lens` [S]), as R2D2's replay stores them; the loss
+    calls the model on them itself. False: rows are steps, cut into sequences by the policy."""
     time_major: bool = False
     """The loss reshapes the rows to time-major [T, B] (V-trace): every agent stream of a
     sample must be a whole fragment of `rollout_fragment_length` rows."""

@@ -42,6 +42,15 @@ ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-8
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
+def _rows_or_none(batch: Mapping[str, tf.Tensor], name: str, rows: tf.Tensor, count: Any,
+                  steps: int) -> tf.Tensor | None:
+    """A per-row column taken at `rows` and shaped [count, steps, ...]; None when absent."""
+    if name not in batch:
+        return None
+    value = tf.gather(batch[name], rows)
+    return tf.reshape(value, tf.concat([[count, steps], tf.shape(value)[1:]], axis=0))
+
+
 @functools.cache
 def _visible_gpus() -> int:
     """GPUs TensorFlow sees in this process (counted once)."""
@@ -110,13 +119,17 @@ class TFPolicy(Policy, Saveable):
         obs_spec = tf.TensorSpec((None, *self.preprocessor.shape), obs_dtype)
         state_specs = ([[tf.TensorSpec((None, *value.shape), tf.float32)
                          for value in self._initial_state]] if self.is_recurrent else [])
+        if self.is_recurrent:  # [prev_actions, prev_rewards] (empty unless the model reads them)
+            state_specs.append([tf.TensorSpec((None, self.prev_action_width), tf.float32),
+                                tf.TensorSpec((None,), tf.float32)]
+                               if self.uses_prev_actions or self.uses_prev_rewards else [])
         forward = self._forward_body if self.is_recurrent else (
-            lambda obs: self._forward_body(obs, []))
+            lambda obs: self._forward_body(obs, [], []))
         self._forward_fn = tf.function(forward, input_signature=[obs_spec, *state_specs],
                                        autograph=False)
         if self.dist_class is not None:
             actions = self._actions_body if self.is_recurrent else (
-                lambda obs, explore: self._actions_body(obs, explore, []))
+                lambda obs, explore: self._actions_body(obs, explore, [], []))
             self._actions_fn = tf.function(
                 actions,
                 input_signature=[obs_spec, tf.TensorSpec((), tf.bool), *state_specs],
@@ -133,10 +146,10 @@ class TFPolicy(Policy, Saveable):
 
     # ---- acting -------------------------------------------------------------------------------
 
-    def _actions_body(self, obs: tf.Tensor, explore: tf.Tensor,
-                      state: list[tf.Tensor]) -> tuple[Any, ...]:
+    def _actions_body(self, obs: tf.Tensor, explore: tf.Tensor, state: list[tf.Tensor],
+                      prev: list[tf.Tensor]) -> tuple[Any, ...]:
         if self.is_recurrent:
-            dist_inputs, values, state_out = self._recurrent_step(obs, state)
+            dist_inputs, values, state_out = self._recurrent_step(obs, state, prev)
         else:
             (dist_inputs, values), state_out = self.model(obs), []
         dist = self.dist_class(dist_inputs)
@@ -145,29 +158,94 @@ class TFPolicy(Policy, Saveable):
         )
         return actions, dist.logp(actions), dist_inputs, values, state_out
 
-    def _forward_body(self, obs: tf.Tensor, state: list[tf.Tensor]) -> tuple[tuple, list]:
+    def _forward_body(self, obs: tf.Tensor, state: list[tf.Tensor],
+                      prev: list[tf.Tensor]) -> tuple[tuple, list]:
         """The contract's outputs and the state out (see `Policy.forward`)."""
         if self.is_recurrent:
-            *outputs, state_out = self._recurrent_step(obs, state)
+            *outputs, state_out = self._recurrent_step(obs, state, prev)
             return tuple(outputs), state_out
         if self.contract is DETERMINISTIC_ACTOR_CRITIC:
             return (self.model.actor(obs),), []
         result = self.model(obs)
         return (tuple(result) if isinstance(result, (tuple, list)) else (result,)), []
 
-    def _recurrent_step(self, obs: tf.Tensor, state: list[tf.Tensor]) -> list[Any]:
-        """One step of a recurrent model: obs [B] as [B, 1] sequences; outputs without the time
-        dimension, then the state out."""
+    def _recurrent_step(self, obs: tf.Tensor, state: list[tf.Tensor],
+                        prev: list[tf.Tensor]) -> list[Any]:
+        """One step of a recurrent model: obs [B] as [B, 1] sequences (`prev`: the previous
+        actions and rewards, for a model that reads them); outputs without the time dimension,
+        then the state out."""
         seq_lens = tf.ones(tf.shape(obs)[:1], tf.int64)
-        *outputs, state_out = self.model(obs[:, None], list(state), seq_lens)
+        kwargs = {}
+        if prev:
+            kwargs = {"prev_actions": prev[0][:, None], "prev_rewards": prev[1][:, None]}
+        *outputs, state_out = self.model(obs[:, None], list(state), seq_lens, **kwargs)
         return [value[:, 0] for value in outputs] + [list(state_out)]
+
+    # ---- the model in a loss ------------------------------------------------------------------
+
+    def model_outputs(self, batch: Mapping[str, tf.Tensor], model: Any = None) -> Any:
+        """The model's contract outputs for every row of a training batch (see
+        `TorchPolicy.model_outputs`)."""
+        model = self.model if model is None else model
+        if not self.is_recurrent:
+            return model(batch["obs"])
+        seq_lens, slots, rows = batch["seq_lens"], batch["seq_slots"], batch["seq_rows"]
+        count, steps = tf.shape(seq_lens)[0], self.max_seq_len
+        obs = tf.gather(batch["obs"], rows)
+        obs = tf.reshape(obs, [count, steps, *self.preprocessor.shape])
+        state = [batch[f"seq_state_in_{i}"] for i in range(len(self._initial_state))]
+        kwargs = {}
+        if self.uses_prev_actions or self.uses_prev_rewards:
+            kwargs = {"prev_actions": _rows_or_none(batch, "prev_actions", rows, count, steps),
+                      "prev_rewards": _rows_or_none(batch, "prev_rewards", rows, count, steps)}
+        # The loss needs no state out, and a step's outputs do not depend on later steps: every
+        # sequence runs to T; the padded steps' outputs are dropped.
+        *outputs, _ = model(obs, state, tf.fill(tf.shape(seq_lens), tf.cast(steps, seq_lens.dtype)),
+                            **kwargs)
+        outputs = [tf.gather(tf.reshape(value, tf.concat([[count * steps], tf.shape(value)[2:]],
+                                                         axis=0)), slots) for value in outputs]
+        return tuple(outputs) if len(outputs) > 1 else outputs[0]
+
+    def bootstrap_values(self, batch: Mapping[str, tf.Tensor], index: tf.Tensor) -> tf.Tensor:
+        """V(new_obs) of the rows at `index` ([K, 1], as `tf.where` gives), without gradient
+        (see `TorchPolicy.bootstrap_values`)."""
+        if not self.is_recurrent:
+            return tf.stop_gradient(self.model(tf.gather_nd(batch["new_obs"], index))[1])
+        rows = index[:, 0]
+        count = tf.shape(rows)[0]
+        ones = tf.ones([count], tf.int64)
+        state = [tf.gather(batch[f"state_in_{i}"], rows)
+                 for i in range(len(self._initial_state))]
+        kwargs, next_kwargs = {}, {}
+        if self.uses_prev_actions or self.uses_prev_rewards:
+            kwargs = {"prev_actions": _rows_or_none(batch, "prev_actions", rows, count, 1),
+                      "prev_rewards": _rows_or_none(batch, "prev_rewards", rows, count, 1)}
+            next_kwargs = {
+                "prev_actions": self._encode_actions(tf.gather(batch["actions"], rows))[:, None],
+                "prev_rewards": tf.gather(batch["rewards"], rows)[:, None]}
+        *_, state = self.model(tf.gather(batch["obs"], rows)[:, None], state, ones, **kwargs)
+        _, values, _ = self.model(tf.gather(batch["new_obs"], rows)[:, None], state, ones,
+                                  **next_kwargs)
+        return tf.stop_gradient(values[:, 0])
+
+    def _encode_actions(self, actions: tf.Tensor) -> tf.Tensor:
+        """Model-space actions as previous-action inputs (as `encode_prev_actions`)."""
+        space = self.action_space
+        if isinstance(space, gym.spaces.Discrete):
+            return tf.one_hot(tf.cast(actions, tf.int64), int(space.n))
+        if isinstance(space, gym.spaces.MultiDiscrete):
+            nvec = np.asarray(space.nvec).reshape(-1)
+            columns = tf.reshape(tf.cast(actions, tf.int64), [tf.shape(actions)[0], -1])
+            return tf.concat([tf.one_hot(columns[:, i], int(n)) for i, n in enumerate(nvec)],
+                             axis=-1)
+        return tf.reshape(tf.cast(actions, tf.float32), [tf.shape(actions)[0], -1])
 
     @_placed
     def sample_actions(self, obs_rows: np.ndarray, explore: bool, state: list[np.ndarray]
                        ) -> tuple[np.ndarray, list[np.ndarray], dict[str, np.ndarray]]:
         if self.dist_class is None:
             return super().sample_actions(obs_rows, explore, state)
-        extra_args = [list(state)] if self.is_recurrent else []
+        extra_args = [list(state), self._acting_prev] if self.is_recurrent else []
         actions, logp, dist_inputs, values, state_out = self._actions_fn(
             obs_rows, tf.constant(bool(explore)), *extra_args)
         extras = {
@@ -178,11 +256,16 @@ class TFPolicy(Policy, Saveable):
         return actions.numpy(), [value.numpy() for value in state_out], extras
 
     @_placed
-    def forward(self, obs_rows: np.ndarray, state: list[np.ndarray] | None = None
+    def forward(self, obs_rows: np.ndarray, state: list[np.ndarray] | None = None,
+                prev: list[np.ndarray] | None = None
                 ) -> tuple[tuple[np.ndarray, ...], list[np.ndarray]]:
         rows = self._model_input(obs_rows)
         if self.is_recurrent:
-            outputs, state_out = self._forward_fn(rows, self._state_for(len(rows), state))
+            prev = self._acting_prev if prev is None else prev
+            if not prev and (self.uses_prev_actions or self.uses_prev_rewards):
+                prev = self._prev_inputs(len(rows), None, None)
+            outputs, state_out = self._forward_fn(rows, self._state_for(len(rows), state),
+                                                  list(prev))
         else:
             outputs, state_out = self._forward_fn(rows)
         return tuple(value.numpy() for value in outputs), [value.numpy() for value in state_out]
@@ -245,7 +328,10 @@ class TFPolicy(Policy, Saveable):
         return vector, tf.reduce_all(tf.math.is_finite(vector))
 
     def _train_body(self, batch: dict[str, tf.Tensor], indices: tf.Tensor) -> tf.Tensor:
-        minibatch = {name: tf.gather(value, indices) for name, value in batch.items()}
+        if self.is_recurrent and not self.spec.batch_of_sequences:
+            minibatch = batch  # whole sequences, chosen before (`_learn_on_sequences`)
+        else:
+            minibatch = {name: tf.gather(value, indices) for name, value in batch.items()}
         grads, vector, finite = self._loss_and_grads(minibatch)
 
         def apply() -> tf.Tensor:
@@ -333,11 +419,13 @@ class TFPolicy(Policy, Saveable):
         """As `Policy.learn_on_minibatches`; the batch becomes tensors once and each minibatch
         is gathered inside the compiled train step. Returns the last epoch's mean stats."""
         _check_sgd_args(num_sgd_iter, sgd_minibatch_size)
-        tensors = self._batch_to_tensors(batch)
-        train = self._compiled(self._train_fns, self._train_body, tensors, True)
         count = len(batch)
         size = min(sgd_minibatch_size or count, count)
         rng = self._shuffle_rng if seed is None else np.random.default_rng(seed)
+        if self.is_recurrent and not self.spec.batch_of_sequences:
+            return self._learn_on_sequences(batch, num_sgd_iter, size, rng)
+        tensors = self._batch_to_tensors(batch)
+        train = self._compiled(self._train_fns, self._train_body, tensors, True)
         vectors: list[tf.Tensor] = []
         for _ in range(num_sgd_iter):
             order = rng.permutation(count).astype(np.int32) if size < count else np.arange(
@@ -345,6 +433,24 @@ class TFPolicy(Policy, Saveable):
             vectors = []
             for start in range(0, count, size):
                 vector = train(tensors, tf.constant(order[start : start + size]))
+                vectors.append(vector)
+                if not np.isfinite(vector.numpy()).all():
+                    self._stats(vector.numpy())
+        return average_stats([self._stats(v.numpy()) for v in vectors])
+
+    def _learn_on_sequences(self, batch: SampleBatch, num_sgd_iter: int, size: int,
+                            rng: np.random.Generator) -> dict[str, float]:
+        """`learn_on_minibatches` for a recurrent model: minibatches of whole sequences."""
+        arrays = self._training_arrays(batch)
+        vectors: list[tf.Tensor] = []
+        for _ in range(num_sgd_iter):
+            minibatches = ([arrays] if size >= len(batch)
+                           else self._sequence_minibatches(arrays, size, rng))
+            vectors = []
+            for minibatch in minibatches:
+                tensors = {name: tf.convert_to_tensor(a) for name, a in minibatch.items()}
+                train = self._compiled(self._train_fns, self._train_body, tensors, True)
+                vector = train(tensors, tf.zeros([0], tf.int32))
                 vectors.append(vector)
                 if not np.isfinite(vector.numpy()).all():
                     self._stats(vector.numpy())
@@ -450,6 +556,7 @@ class TFPolicy(Policy, Saveable):
             "weights": self.get_weights(),
             "optimizer": optimizer,
             "global_timestep": self.global_timestep,
+            "num_updates": self.num_updates,
             "coefficients": self._coefficient_values(),
             **({"target_weights": self.get_target_weights()} if self.target_model else {}),
             **({"observation_filter": self.filter_state()} if self.observation_filter else {}),
@@ -485,6 +592,8 @@ class TFPolicy(Policy, Saveable):
                     m.assign(tf.zeros_like(m))
                     v.assign(tf.zeros_like(v))
         self.on_global_var_update({"timestep": int(state["global_timestep"])})
+        if "num_updates" in state:
+            self.num_updates = int(state["num_updates"])
         for name, value in state["coefficients"].items():
             self.set_coefficient(name, value)
         if self.target_model is not None and "target_weights" in state:

@@ -267,7 +267,9 @@ def model_weights(model: Any) -> TorchParameters | TorchModuleWeights:
 
 
 def _is_conv_kernel(name: str) -> bool:
-    return name.startswith("conv_") and name.endswith("/kernel")
+    """`conv_{i}/kernel`, also inside a wrapper (`encoder/conv_{i}/kernel`)."""
+    parts = name.split("/")
+    return len(parts) >= 2 and parts[-2].startswith("conv_") and parts[-1] == "kernel"
 
 
 def _torch_shape(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -71,6 +71,10 @@ class TorchPolicy(Policy, Saveable):
         self._shuffle_generator = torch.Generator()
         self._shuffle_generator.manual_seed(shuffle_seed)
         self._build_models(rng, DISTRIBUTIONS, device=self.device)
+        if self.is_recurrent and not self.num_threads and not self._on_gpu:
+            # A cell's per-step ops are too small to split: more intra-op threads only spin
+            # (80x slower on a loaded 2-core machine). learner_num_threads overrides this.
+            torch.set_num_threads(1)
         self._setup_optimizer_groups()
         self._optimizers: list[torch.optim.Optimizer] | None = None
 
@@ -84,7 +88,8 @@ class TorchPolicy(Policy, Saveable):
         with torch.inference_mode():
             obs = self._tensor(obs_rows)
             if self.is_recurrent:
-                dist_inputs, values, state_tensors = self._recurrent_step(obs, state)
+                dist_inputs, values, state_tensors = self._recurrent_step(
+                    obs, state, self._acting_prev)
                 state_out = [value.cpu().numpy() for value in state_tensors]
             else:
                 dist_inputs, values = self.model(obs)
@@ -98,7 +103,8 @@ class TorchPolicy(Policy, Saveable):
         }
         return actions.cpu().numpy(), state_out, extras
 
-    def forward(self, obs_rows: np.ndarray, state: list[np.ndarray] | None = None
+    def forward(self, obs_rows: np.ndarray, state: list[np.ndarray] | None = None,
+                prev: list[np.ndarray] | None = None
                 ) -> tuple[tuple[np.ndarray, ...], list[np.ndarray]]:
         rows = self._model_input(obs_rows)
         state = self._state_for(len(rows), state)
@@ -106,7 +112,8 @@ class TorchPolicy(Policy, Saveable):
         with torch.inference_mode():
             obs = self._tensor(rows)
             if self.is_recurrent:
-                *outputs, state_out = self._recurrent_step(obs, state)
+                *outputs, state_out = self._recurrent_step(
+                    obs, state, self._acting_prev if prev is None else prev)
             elif self.contract is DETERMINISTIC_ACTOR_CRITIC:
                 outputs = [self.model.actor(obs)]
             else:
@@ -115,12 +122,79 @@ class TorchPolicy(Policy, Saveable):
             return (tuple(value.cpu().numpy() for value in outputs),
                     [value.cpu().numpy() for value in state_out])
 
-    def _recurrent_step(self, obs: torch.Tensor, state: list[np.ndarray]) -> list[Any]:
-        """One step of a recurrent model: obs [B] as [B, 1] sequences; outputs without the time
-        dimension, then the state out."""
+    def _recurrent_step(self, obs: torch.Tensor, state: list[np.ndarray],
+                        prev: list[np.ndarray]) -> list[Any]:
+        """One step of a recurrent model: obs [B] as [B, 1] sequences (`prev`: the previous
+        actions and rewards, for a model that reads them); outputs without the time dimension,
+        then the state out."""
         seq_lens = torch.ones(obs.shape[0], dtype=torch.int64, device=obs.device)
-        *outputs, state_out = self.model(obs[:, None], [self._tensor(v) for v in state], seq_lens)
+        kwargs = {}
+        if prev:
+            kwargs = {"prev_actions": self._tensor(prev[0])[:, None],
+                      "prev_rewards": self._tensor(prev[1])[:, None]}
+        *outputs, state_out = self.model(obs[:, None], [self._tensor(v) for v in state],
+                                         seq_lens, **kwargs)
         return [value[:, 0] for value in outputs] + [list(state_out)]
+
+    # ---- the model in a loss ------------------------------------------------------------------
+
+    def model_outputs(self, batch: Mapping[str, torch.Tensor], model: Any = None) -> Any:
+        """The model's contract outputs for every row of a training batch, as a loss uses them
+        (`model`: e.g. the target model; default the model). A stateless model is called on
+        `obs`; a recurrent one runs over the batch's sequences from their stored start states,
+        and its outputs come back as one per row, in row order (padding never reaches the
+        loss; `flowrl.policy.sequences`)."""
+        model = self.model if model is None else model
+        if not self.is_recurrent:
+            return model(batch["obs"])
+        seq_lens, slots, rows = batch["seq_lens"], batch["seq_slots"], batch["seq_rows"]
+        count, steps = seq_lens.shape[0], self.max_seq_len
+        obs = batch["obs"][rows].reshape(count, steps, *batch["obs"].shape[1:])
+        state = [batch[f"seq_state_in_{i}"] for i in range(len(self._initial_state))]
+        kwargs = {}
+        if self.uses_prev_actions or self.uses_prev_rewards:
+            kwargs = {"prev_actions": _rows_or_none(batch, "prev_actions", rows, count, steps),
+                      "prev_rewards": _rows_or_none(batch, "prev_rewards", rows, count, steps)}
+        # The loss needs no state out, and a step's outputs do not depend on later steps: every
+        # sequence runs to T (no packing); the padded steps' outputs are dropped.
+        full = torch.full_like(seq_lens, steps)
+        *outputs, _ = model(obs, state, full, **kwargs)
+        outputs = [value.reshape(count * steps, *value.shape[2:])[slots] for value in outputs]
+        return tuple(outputs) if len(outputs) > 1 else outputs[0]
+
+    def bootstrap_values(self, batch: Mapping[str, torch.Tensor],
+                         index: torch.Tensor) -> torch.Tensor:
+        """V(new_obs) of the rows `index` of a training batch, without gradient (V-trace's
+        bootstraps); a recurrent model first steps through `obs` from the stored state
+        (`Policy.compute_values_after`)."""
+        with torch.no_grad():
+            if not self.is_recurrent:
+                return self.model(batch["new_obs"][index])[1]
+            count = index.shape[0]
+            ones = torch.ones(count, dtype=torch.int64, device=index.device)
+            state = [batch[f"state_in_{i}"][index] for i in range(len(self._initial_state))]
+            kwargs, next_kwargs = {}, {}
+            if self.uses_prev_actions or self.uses_prev_rewards:
+                kwargs = {"prev_actions": _rows_or_none(batch, "prev_actions", index, count, 1),
+                          "prev_rewards": _rows_or_none(batch, "prev_rewards", index, count, 1)}
+                next_kwargs = {"prev_actions": self._encode_actions(batch["actions"][index])[
+                    :, None], "prev_rewards": batch["rewards"][index][:, None]}
+            *_, state = self.model(batch["obs"][index][:, None], state, ones, **kwargs)
+            _, values, _ = self.model(batch["new_obs"][index][:, None], state, ones,
+                                      **next_kwargs)
+            return values[:, 0]
+
+    def _encode_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Model-space actions as previous-action inputs (as `encode_prev_actions`)."""
+        space = self.action_space
+        if isinstance(space, gym.spaces.Discrete):
+            return torch.nn.functional.one_hot(actions.long(), int(space.n)).float()
+        if isinstance(space, gym.spaces.MultiDiscrete):
+            nvec = np.asarray(space.nvec).reshape(-1)
+            columns = actions.reshape(actions.shape[0], -1).long()
+            return torch.cat([torch.nn.functional.one_hot(columns[:, i], int(n)).float()
+                              for i, n in enumerate(nvec)], dim=-1)
+        return actions.reshape(actions.shape[0], -1).float()
 
     def run_on_batch(self, fn: Callable[..., Mapping[str, Any]],
                      batch: SampleBatch) -> dict[str, np.ndarray]:
@@ -145,13 +219,15 @@ class TorchPolicy(Policy, Saveable):
         """As `Policy.learn_on_minibatches`; the batch becomes tensors once, minibatches are
         tensor index selections. Returns stats averaged over the last epoch's steps."""
         _check_sgd_args(num_sgd_iter, sgd_minibatch_size)
-        tensors = self._batch_to_tensors(batch)
         count = len(batch)
         size = min(sgd_minibatch_size or count, count)
         generator = self._shuffle_generator
         if seed is not None:
             generator = torch.Generator()
             generator.manual_seed(seed)
+        if self.is_recurrent and not self.spec.batch_of_sequences:
+            return self._learn_on_sequences(batch, num_sgd_iter, size, generator)
+        tensors = self._batch_to_tensors(batch)
         epoch_stats: list[dict[str, float]] = []
         for _ in range(num_sgd_iter):
             if size >= count:
@@ -165,6 +241,19 @@ class TorchPolicy(Policy, Saveable):
                 index = order[start : start + size]
                 minibatch = {name: value[index] for name, value in tensors.items()}
                 epoch_stats.append(self._train_step(minibatch))
+        return average_stats(epoch_stats)
+
+    def _learn_on_sequences(self, batch: SampleBatch, num_sgd_iter: int, size: int,
+                            generator: torch.Generator) -> dict[str, float]:
+        """`learn_on_minibatches` for a recurrent model: minibatches of whole sequences."""
+        arrays = self._training_arrays(batch)
+        rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
+        epoch_stats: list[dict[str, float]] = []
+        for _ in range(num_sgd_iter):
+            minibatches = ([arrays] if size >= len(batch)
+                           else self._sequence_minibatches(arrays, size, rng))
+            epoch_stats = [self._train_step(self._arrays_to_tensors(minibatch))
+                           for minibatch in minibatches]
         return average_stats(epoch_stats)
 
     def compute_gradients(self, batch: SampleBatch) -> tuple[list[np.ndarray], dict[str, float]]:
@@ -259,8 +348,10 @@ class TorchPolicy(Policy, Saveable):
         return values
 
     def _batch_to_tensors(self, batch: SampleBatch) -> dict[str, torch.Tensor]:
-        return {name: self._tensor(array)
-                for name, array in self._training_arrays(batch).items()}
+        return self._arrays_to_tensors(self._training_arrays(batch))
+
+    def _arrays_to_tensors(self, arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {name: self._tensor(array) for name, array in arrays.items()}
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         """`array` as a tensor on the policy's device (sharing memory on the CPU)."""
@@ -295,12 +386,12 @@ class TorchPolicy(Policy, Saveable):
         return self._tensor(np.asarray(array))
 
     def _new_custom_model(self, model_class: Any, options: Mapping[str, Any],
-                          init_seed: int) -> Any:
+                          init_seed: int, num_outputs: int | None = None) -> Any:
         """Builds a custom model under a seeded Torch rng (the process's rng is left as it
         was), then moves it to the policy's device."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
-            model = super()._new_custom_model(model_class, options, init_seed)
+            model = super()._new_custom_model(model_class, options, init_seed, num_outputs)
         return model.to(self.device) if isinstance(model, torch.nn.Module) else model
 
 
@@ -341,6 +432,7 @@ class TorchPolicy(Policy, Saveable):
             "weights": self.get_weights(),
             "optimizer": optimizer,
             "global_timestep": self.global_timestep,
+            "num_updates": self.num_updates,
             "coefficients": self._coefficient_values(),
             **({"target_weights": self.get_target_weights()} if self.target_model else {}),
             **({"observation_filter": self.filter_state()} if self.observation_filter else {}),
@@ -366,6 +458,8 @@ class TorchPolicy(Policy, Saveable):
         for index, group_state in enumerate(self._group_states(state["optimizer"])):
             self._set_group_state(index, group_state)
         self.on_global_var_update({"timestep": int(state["global_timestep"])})
+        if "num_updates" in state:
+            self.num_updates = int(state["num_updates"])
         for name, value in state["coefficients"].items():
             self.set_coefficient(name, value)
         if self.target_model is not None and "target_weights" in state:
@@ -402,6 +496,15 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
     if not array.flags.writeable or not array.flags.c_contiguous:
         array = np.array(array, copy=True, order="C")
     return torch.from_numpy(array)
+
+
+def _rows_or_none(batch: Mapping[str, torch.Tensor], name: str, rows: torch.Tensor,
+                  count: int, steps: int) -> torch.Tensor | None:
+    """A per-row column taken at `rows` and shaped [count, steps, ...]; None when absent."""
+    if name not in batch:
+        return None
+    value = batch[name][rows]
+    return value.reshape(count, steps, *value.shape[1:])
 
 
 def _scalar(value: Any) -> float:

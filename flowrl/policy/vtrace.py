@@ -323,8 +323,7 @@ def vtrace_targets_torch(policy: Any, batch: dict, behaviour_logp: Any, target_l
     last_row = torch.arange(rows, device=device) % length == length - 1
     needs_value = last_row | (truncateds & ~terminateds)
     index = torch.nonzero(needs_value).squeeze(1)
-    with torch.no_grad():
-        _, bootstrap_rows = policy.model(batch["new_obs"][index])
+    bootstrap_rows = policy.bootstrap_values(batch, index)
     next_values = torch.zeros(rows, dtype=torch.float32, device=device).index_put(
         (index,), bootstrap_rows)
     gamma = float(config.gamma)
@@ -365,7 +364,7 @@ def vtrace_targets_tf(policy: Any, batch: dict, behaviour_logp: Any, target_logp
         last_row = tf.equal(tf.range(rows) % length, length - 1)
     bootstraps_at_truncation = tf.logical_and(truncateds, tf.logical_not(terminateds))
     index = tf.where(tf.logical_or(last_row, bootstraps_at_truncation))
-    _, bootstrap_rows = policy.model(tf.gather_nd(batch["new_obs"], index))
+    bootstrap_rows = policy.bootstrap_values(batch, index)
     next_values = tf.stop_gradient(
         tf.scatter_nd(index, bootstrap_rows, tf.cast(rows, tf.int64)[None]))
     gamma = float(config.gamma)

@@ -35,6 +35,8 @@ from flowrl.workers.callbacks import EpisodeCallbacks, make_callbacks
 from flowrl.workers.rollout_worker import (
     _non_finite_rows,
     _single_row_batch,
+    initial_prev_inputs,
+    prev_kwargs,
     state_columns,
 )
 from flowrl.workers.sampling_worker import BatchMode, SamplingWorker, step_seed
@@ -306,6 +308,8 @@ class MultiAgentRolloutWorker(SamplingWorker):
         # A recurrent policy's state per slot (env copy, agent), without the batch dimension;
         # a slot without an entry starts from its policy's initial state.
         self._states: dict[int, list[np.ndarray]] = {}
+        # For models that read them: each slot's previous (encoded action, training reward).
+        self._previous: dict[int, tuple[np.ndarray, float]] = {}
         self.callbacks = make_callbacks(callbacks)
         self._episode_callbacks = (None if self.callbacks is None
                                    else EpisodeCallbacks(self.callbacks, self))
@@ -441,15 +445,17 @@ class MultiAgentRolloutWorker(SamplingWorker):
             raw_batch = _stack_observations(raw)
             obs_rows = policy.preprocess(raw_batch, update_filter=True)
             state_in = self._slot_states(policy, slots)
+            prev = self._slot_previous(policy, slots)
             actions, state_out, extras = policy.compute_actions(raw_batch, state_in or None,
-                                                                explore=True)
+                                                                explore=True, **prev_kwargs(prev))
             for row, slot in enumerate(slots) if state_out else ():
                 self._states[slot] = [value[row] for value in state_out]
             to_env = self._env_actions(policy, actions)
             for row, (env_index, agent) in enumerate(agents):
                 env_actions[env_index][agent] = to_env[row]
             pending[policy_id] = _PendingRows(slots, agents, {
-                "obs": obs_rows, "actions": actions, **extras, **state_columns(state_in)})
+                "obs": obs_rows, "actions": actions, **extras, **state_columns(state_in),
+                **prev_kwargs(prev)})
         step_results = [env.step(actions) for env, actions in zip(envs, env_actions)]
         records = {policy_id: self._finish_rows(policy_id, rows, step_results)
                    for policy_id, rows in pending.items()}
@@ -464,6 +470,15 @@ class MultiAgentRolloutWorker(SamplingWorker):
             return []
         per_slot = [self._states.get(slot, initial) for slot in slots]
         return [np.stack([state[index] for state in per_slot]) for index in range(len(initial))]
+
+    def _slot_previous(self, policy: Any, slots: list[int]) -> list[np.ndarray]:
+        """`[prev_actions, prev_rewards]` of these slots for a model that reads them (zeros at
+        an agent's first step); `[]` for other models."""
+        prev = initial_prev_inputs(policy, len(slots))
+        for row, slot in enumerate(slots) if prev else ():
+            if slot in self._previous:
+                prev[0][row], prev[1][row] = self._previous[slot]
+        return prev
 
     def _finish_rows(self, policy_id: str, rows: _PendingRows,
                      step_results: list[tuple]) -> _StepRecord:
@@ -496,7 +511,15 @@ class MultiAgentRolloutWorker(SamplingWorker):
             episode.agent_returns[agent] += reward
         policy = self.policy_map[policy_id]
         columns = dict(rows.columns)
-        columns.update(rewards=training_rewards(rewards, policy.config),
+        train_rewards = training_rewards(rewards, policy.config)
+        if "prev_actions" in columns:
+            encoded = policy.encode_prev_actions(columns["actions"])
+            for row, slot in enumerate(rows.slots):
+                if terminateds[row] or truncateds[row]:
+                    self._previous.pop(slot, None)
+                else:
+                    self._previous[slot] = (encoded[row], float(train_rewards[row]))
+        columns.update(rewards=train_rewards,
                        terminateds=terminateds, truncateds=truncateds,
                        new_obs=np.asarray(policy.preprocess(_stack_observations(next_raw))),
                        eps_id=eps_id, t=t,
@@ -524,6 +547,9 @@ class MultiAgentRolloutWorker(SamplingWorker):
                                 dict(policy_returns)))
         for slot in [slot for slot in self._states if slot // self._slots_per_env == env_index]:
             del self._states[slot]
+        for slot in [slot for slot in self._previous
+                     if slot // self._slots_per_env == env_index]:
+            del self._previous[slot]
         self._observations[env_index], _ = env.reset()
         self._reject_non_finite_observations(self._observations[env_index], "reset()", env_index)
         self._episodes[env_index] = self._new_episode(env_index)
@@ -655,17 +681,23 @@ class MultiAgentRolloutWorker(SamplingWorker):
                 observations, _ = env.reset(seed=None if seed is None else seed + episode_index)
                 total, length = 0.0, 0
                 states: dict[Hashable, list[np.ndarray]] = {}
+                previous: dict[Hashable, tuple[Any, float]] = {}  # (action, reward) per agent
                 while env.agents:
                     actions = {}
                     for agent in env.agents:
                         policy = self.policy_map[self.multi_agent.policy_for(agent)]
+                        prev_action, prev_reward = previous.get(agent, (None, None))
                         action, states[agent], _ = policy.compute_single_action(
-                            observations[agent], states.get(agent), explore=False)
+                            observations[agent], states.get(agent), explore=False,
+                            prev_action=prev_action, prev_reward=prev_reward)
                         actions[agent] = self._env_actions(policy, np.asarray(action))
+                        previous[agent] = (action, None)
                     observations, rewards, terminations, truncations, _ = env.step(actions)
                     for agent in actions:
+                        previous[agent] = (previous[agent][0], float(rewards.get(agent, 0.0)))
                         if terminations.get(agent) or truncations.get(agent):
                             states.pop(agent, None)
+                            previous.pop(agent, None)
                     total += float(sum(rewards.values()))
                     length += 1
                 finished.append((total, length))

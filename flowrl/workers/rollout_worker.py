@@ -91,6 +91,7 @@ class RolloutWorker(SamplingWorker):
         self._env: gym.vector.VectorEnv | None = None
         self._raw_obs: Any = None
         self._state: list[np.ndarray] = []  # a recurrent policy's state, one row per env
+        self._prev: list[np.ndarray] = []  # [prev_actions, prev_rewards] if the model reads them
         self._partial: list[list[SampleBatch]] = [[] for _ in range(num_envs)]
         callbacks = make_callbacks(getattr(config, "callbacks", None))
         self.callbacks = callbacks
@@ -112,6 +113,7 @@ class RolloutWorker(SamplingWorker):
             self._raw_obs, _ = self._env.reset(seed=None if self.seed is None else seeds)
             self._reject_non_finite_observations(self._raw_obs, "reset()")
             self._state = initial_states(self.policy, self.num_envs)
+            self._prev = initial_prev_inputs(self.policy, self.num_envs)
             self._env.action_space.seed(_step_seed(self.seed, self.worker_index, 99))
             if self._episode_callbacks is not None:
                 for env_index, episode_id in enumerate(self.episodes.eps_id):
@@ -151,9 +153,9 @@ class RolloutWorker(SamplingWorker):
     def _step_once(self, env: gym.vector.VectorEnv) -> dict[str, np.ndarray]:
         policy = self.policy
         obs_rows = policy.preprocess(self._raw_obs, update_filter=True)
-        state_in = self._state
+        state_in, prev = self._state, self._prev
         actions, state_out, extras = policy.compute_actions(self._raw_obs, state_in or None,
-                                                            explore=True)
+                                                            explore=True, **prev_kwargs(prev))
         next_raw, rewards, terminateds, truncateds, infos = env.step(self._env_actions(actions))
         if not np.isfinite(rewards).all():
             self._raise_non_finite_rewards(rewards)
@@ -171,10 +173,12 @@ class RolloutWorker(SamplingWorker):
             self._call_episode_callbacks(actions, rewards, dones)
         self._raw_obs = next_raw
         self._state = reset_finished_states(policy, state_out, dones)
+        train_rewards = training_rewards(rewards, policy.config)
+        self._prev = next_prev_inputs(policy, prev, actions, train_rewards, dones)
         row = {
             "obs": obs_rows,
             "actions": actions,
-            "rewards": training_rewards(rewards, policy.config),
+            "rewards": train_rewards,
             "terminateds": np.asarray(terminateds, dtype=bool),
             "truncateds": np.asarray(truncateds, dtype=bool),
             "new_obs": new_obs_rows,
@@ -183,6 +187,7 @@ class RolloutWorker(SamplingWorker):
         }
         row.update(extras)
         row.update(state_columns(state_in))
+        row.update(prev_kwargs(prev))
         return row
 
     def _call_episode_callbacks(self, actions: np.ndarray, rewards: np.ndarray,
@@ -311,14 +316,18 @@ class RolloutWorker(SamplingWorker):
             lengths = np.zeros(env.num_envs, dtype=np.int64)
             finished: list[tuple[float, int]] = []
             state = initial_states(self.policy, env.num_envs)
+            prev = initial_prev_inputs(self.policy, env.num_envs)
             while len(finished) < num_episodes:
                 actions, state, _ = self.policy.compute_actions(raw_obs, state or None,
-                                                                explore=False)
+                                                                explore=False,
+                                                                **prev_kwargs(prev))
                 raw_obs, rewards, terminateds, truncateds, _ = env.step(self._env_actions(actions))
                 returns += rewards
                 lengths += 1
                 dones = np.logical_or(terminateds, truncateds)
                 state = reset_finished_states(self.policy, state, dones)
+                prev = next_prev_inputs(self.policy, prev, actions,
+                                        training_rewards(rewards, self.policy.config), dones)
                 for i in np.flatnonzero(dones):
                     finished.append((float(returns[i]), int(lengths[i])))
                     returns[i], lengths[i] = 0.0, 0
@@ -352,6 +361,33 @@ def reset_finished_states(policy: Any, state: list[np.ndarray],
         value[finished] = initial
         fresh.append(value)
     return fresh
+
+
+def initial_prev_inputs(policy: Any, count: int) -> list[np.ndarray]:
+    """`[prev_actions, prev_rewards]` (zeros) for `count` envs at their episodes' first steps,
+    for a model that reads them (`lstm_use_prev_*`); `[]` for other models."""
+    if not (policy.uses_prev_actions or policy.uses_prev_rewards):
+        return []
+    return [np.zeros((count, policy.prev_action_width), np.float32),
+            np.zeros(count, np.float32)]
+
+
+def next_prev_inputs(policy: Any, prev: list[np.ndarray], actions: np.ndarray,
+                     rewards: np.ndarray, dones: np.ndarray) -> list[np.ndarray]:
+    """The previous-step inputs of the next step: this step's actions (encoded) and rewards,
+    zeros for envs whose episode just ended."""
+    if not prev:
+        return prev
+    prev_actions = policy.encode_prev_actions(actions)
+    prev_rewards = np.asarray(rewards, np.float32).copy()
+    prev_actions[dones] = 0.0
+    prev_rewards[dones] = 0.0
+    return [prev_actions, prev_rewards]
+
+
+def prev_kwargs(prev: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """`prev_actions` / `prev_rewards` as `compute_actions` keywords and batch columns."""
+    return {"prev_actions": prev[0], "prev_rewards": prev[1]} if prev else {}
 
 
 def state_columns(state: list[np.ndarray]) -> dict[str, np.ndarray]:

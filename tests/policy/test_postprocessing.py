@@ -70,12 +70,15 @@ def test_errors():
 
 
 class ConstantValuePolicy:
-    """A fake policy: V(obs) = 10 * obs[0]."""
+    """A fake stateless policy: V(obs) = 10 * obs[0]."""
 
     config = types.SimpleNamespace(gamma=1.0, gae_lambda=1.0, use_gae=True, use_critic=True)
 
     def compute_values(self, obs_rows):
         return 10.0 * obs_rows[:, 0]
+
+    def compute_values_after(self, rows):
+        return self.compute_values(rows["new_obs"])
 
 
 @pytest.mark.parametrize("terminated, expected_last", [(True, 1.0), (False, 1.0 + 30.0)])

@@ -4,7 +4,8 @@
 tests check the policy's state in and out of `compute_actions`, that stepping one observation at
 a time gives what one [B, T] forward with `seq_lens` gives, that rollout workers (single- and
 multi-agent) carry each env's state across steps and fragments, store it as `state_in_0` and
-reset it at episode ends, and `Trainer.compute_single_action(obs, state)`.
+reset it at episode ends, and `Trainer.compute_single_action(obs, state)`. Training with
+recurrent models is tested in test_recurrent_models.py.
 """
 
 from __future__ import annotations
@@ -160,12 +161,10 @@ def test_multi_agent_worker_carries_each_agents_state(framework):
 def test_trainer_compute_single_action_returns_the_state_of_a_recurrent_policy(local_executor):
     trainer = flowrl.Trainer("ppo", env="CartPole-v1", config=gru_config("torch"))
     try:
-        # Acting carries state now; PPO's loss learns recurrent models with issue 19.
-        with pytest.raises(flowrl.FlowError, match="its losses take no recurrent state"):
-            trainer.train()
-        action, state = trainer.compute_single_action(np.zeros(4, np.float32))
-        assert action in (0, 1) and state[0].shape == (HIDDEN,)
-        action, state = trainer.compute_single_action(np.zeros(4, np.float32), state)
+        trainer.train()  # PPO's loss runs the custom GRU over the batch's sequences
+        action, state, extras = trainer.compute_single_action(np.zeros(4, np.float32))
+        assert action in (0, 1) and state[0].shape == (HIDDEN,) and "vf_preds" in extras
+        action, state, _ = trainer.compute_single_action(np.zeros(4, np.float32), state)
         assert state[0].any()
     finally:
         trainer.stop()
