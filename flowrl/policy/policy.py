@@ -42,8 +42,8 @@ from flowrl.policy.recurrent_spec import (
     wrap_recurrent,
 )
 from flowrl.policy.sequences import (
-    SequenceLayout,
     add_sequence_columns,
+    layout_of,
     sequence_layout,
     sequence_minibatches,
     strip_sequence_columns,
@@ -706,14 +706,14 @@ class Policy(ABC):
                 raise ValueError(f"the model reads the previous step ({name}), but the batch "
                                  f"has no {name!r} column; sample with a rollout worker of this "
                                  "policy, which stores it.")
-        layout = sequence_layout(batch["eps_id"], batch["t"], self.max_seq_len)
+        layout = sequence_layout(batch["eps_id"], batch["t"], self.max_seq_len,
+                                 agent_index=batch.get("agent_index"))
         return add_sequence_columns(arrays, layout, state_columns)
 
     def _sequence_minibatches(self, arrays: Mapping[str, np.ndarray], size: int,
                               rng: np.random.Generator) -> Iterator[dict[str, np.ndarray]]:
         """One shuffled epoch of minibatches of whole sequences (about `size` steps each)."""
-        lengths = arrays["seq_lens"]
-        layout = SequenceLayout(np.cumsum(lengths) - lengths, lengths, self.max_seq_len)
+        layout = layout_of(arrays, self.max_seq_len)
         state_columns = [name for name in arrays if name.startswith(SampleBatch.STATE_IN_PREFIX)]
         return sequence_minibatches(strip_sequence_columns(arrays), layout, state_columns,
                                     size, rng)

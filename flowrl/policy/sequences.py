@@ -29,14 +29,17 @@ SEQUENCE_COLUMNS = ("seq_lens", "seq_rows", "seq_slots")
 
 @dataclass(frozen=True)
 class SequenceLayout:
-    """Where each sequence starts in the batch and how many steps it has."""
+    """Where each sequence starts and how many steps it has, in the batch's rows taken in
+    `order` (each agent's steps of each episode together, in time order)."""
 
     starts: np.ndarray
-    """First row of each sequence [S]."""
+    """First position (in `order`) of each sequence [S]."""
     lengths: np.ndarray
     """Real steps of each sequence [S]."""
     max_seq_len: int
     """T: the padded length."""
+    order: np.ndarray | None = None
+    """The batch rows in sequence order; None: the rows' own order."""
 
     @property
     def num_sequences(self) -> int:
@@ -51,27 +54,37 @@ class SequenceLayout:
             return np.zeros(0, np.int64)
         offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths,
                                                             lengths)
-        return np.repeat(starts, lengths) + offsets
+        positions = np.repeat(starts, lengths) + offsets
+        return positions if self.order is None else self.order[positions]
 
     def columns(self) -> dict[str, np.ndarray]:
-        """`seq_lens`, `seq_rows` and `seq_slots` for a batch whose rows are exactly the
-        sequences' rows in order (as `rows()` returns them)."""
+        """`seq_lens`, `seq_rows` and `seq_slots` for a batch whose sequences tile all its
+        rows (taken in `order`)."""
         lengths, steps = self.lengths, self.max_seq_len
-        sequence_of_row = np.repeat(np.arange(len(lengths)), lengths)
-        first_row = np.cumsum(lengths) - lengths
-        step_of_row = np.arange(len(sequence_of_row)) - first_row[sequence_of_row]
-        slots = sequence_of_row * steps + step_of_row
+        sequence_of_position = np.repeat(np.arange(len(lengths)), lengths)
+        first = np.cumsum(lengths) - lengths
+        step_of_position = np.arange(len(sequence_of_position)) - first[sequence_of_position]
+        order = (np.arange(len(sequence_of_position)) if self.order is None
+                 else np.asarray(self.order))
+        slots = np.empty(len(order), np.int64)
+        slots[order] = sequence_of_position * steps + step_of_position
         step = np.minimum(np.arange(steps)[None], lengths[:, None] - 1)
-        rows = first_row[:, None] + step
-        return {"seq_lens": lengths.astype(np.int64), "seq_rows": rows.reshape(-1).astype(
-            np.int64), "seq_slots": slots.astype(np.int64)}
+        rows = order[first[:, None] + step]
+        return {"seq_lens": lengths.astype(np.int64),
+                "seq_rows": rows.reshape(-1).astype(np.int64), "seq_slots": slots}
+
+    def first_rows(self) -> np.ndarray:
+        """The batch row each sequence starts at [S]."""
+        first = np.cumsum(self.lengths) - self.lengths
+        return first if self.order is None else np.asarray(self.order)[first]
 
 
 def sequence_layout(eps_id: np.ndarray, t: np.ndarray, max_seq_len: int, *,
-                    fragment_length: int | None = None) -> SequenceLayout:
-    """The sequences of a batch of steps: a new one starts where the episode changes, where the
-    step is not the one after the previous row, every `max_seq_len` steps, and (time-major
-    batches) at every multiple of `fragment_length` rows.
+                    agent_index: np.ndarray | None = None) -> SequenceLayout:
+    """The sequences of a batch of steps. The rows are taken episode by episode and, in a
+    multi-agent batch, agent by agent (keeping their order otherwise); a new sequence starts
+    where the episode or agent changes, where the step is not the one after the previous row,
+    and every `max_seq_len` steps.
 
     Examples:
         >>> layout = sequence_layout(np.array([7, 7, 7, 8, 8]), np.array([0, 1, 2, 0, 1]), 2)
@@ -84,10 +97,11 @@ def sequence_layout(eps_id: np.ndarray, t: np.ndarray, max_seq_len: int, *,
     count = len(t)
     if count == 0:
         return SequenceLayout(np.zeros(0, np.int64), np.zeros(0, np.int64), max_seq_len)
+    agent = np.zeros(count, np.int64) if agent_index is None else np.asarray(agent_index)
+    order = np.lexsort((np.arange(count), agent, eps_id))
+    eps_id, t, agent = eps_id[order], t[order], agent[order]
     breaks = np.ones(count, bool)
-    breaks[1:] = (eps_id[1:] != eps_id[:-1]) | (t[1:] != t[:-1] + 1)
-    if fragment_length:
-        breaks[np.arange(count) % fragment_length == 0] = True
+    breaks[1:] = (eps_id[1:] != eps_id[:-1]) | (agent[1:] != agent[:-1]) | (t[1:] != t[:-1] + 1)
     run_starts = np.flatnonzero(breaks)
     run_lengths = np.diff(np.append(run_starts, count))
     pieces = -(-run_lengths // max_seq_len)
@@ -95,16 +109,18 @@ def sequence_layout(eps_id: np.ndarray, t: np.ndarray, max_seq_len: int, *,
     starts = np.repeat(run_starts, pieces) + offsets * max_seq_len
     ends = np.repeat(run_starts + run_lengths, pieces)
     lengths = np.minimum(ends - starts, max_seq_len)
-    return SequenceLayout(starts.astype(np.int64), lengths.astype(np.int64), max_seq_len)
+    ordered = None if np.array_equal(order, np.arange(count)) else order.astype(np.int64)
+    return SequenceLayout(starts.astype(np.int64), lengths.astype(np.int64), max_seq_len,
+                          ordered)
 
 
 def add_sequence_columns(arrays: Mapping[str, np.ndarray], layout: SequenceLayout,
                          state_columns: list[str]) -> dict[str, np.ndarray]:
-    """`arrays` (per-row, already in the layout's row order) with the sequence columns added:
+    """`arrays` (per-row, all rows of the layout's sequences) with the sequence columns added:
     `seq_lens`, `seq_rows`, `seq_slots` and each sequence's start state `seq_{state_in_i}`."""
     out = dict(arrays)
     out.update(layout.columns())
-    first_rows = np.cumsum(layout.lengths) - layout.lengths
+    first_rows = layout.first_rows()
     for name in state_columns:
         out[f"seq_{name}"] = np.ascontiguousarray(arrays[name][first_rows])
     return out
@@ -127,6 +143,20 @@ def sequence_minibatches(arrays: Mapping[str, np.ndarray], layout: SequenceLayou
                              layout.lengths[chosen], layout.max_seq_len)
         yield add_sequence_columns({name: value[rows] for name, value in arrays.items()},
                                    sub, state_columns)
+
+
+def layout_of(arrays: Mapping[str, np.ndarray], max_seq_len: int) -> SequenceLayout:
+    """The layout whose `columns()` gave `arrays`' sequence columns (rows back from `seq_rows`).
+
+    Examples:
+        >>> layout = sequence_layout(np.array([2, 1, 2, 1]), np.array([0, 0, 1, 1]), 3)
+        >>> layout_of(layout.columns(), 3).rows().tolist()
+        [1, 3, 0, 2]
+    """
+    lengths = np.asarray(arrays["seq_lens"])
+    slots = np.asarray(arrays["seq_rows"]).reshape(len(lengths), max_seq_len)
+    valid = np.arange(max_seq_len)[None] < lengths[:, None]
+    return SequenceLayout(np.cumsum(lengths) - lengths, lengths, max_seq_len, slots[valid])
 
 
 def strip_sequence_columns(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -18,10 +18,24 @@ def test_cuts_at_episode_ends_gaps_and_max_seq_len():
     eps_id = np.array([1, 1, 1, 1, 1, 2, 2, 1, 1, 3])
     t = np.array([0, 1, 2, 3, 4, 0, 1, 9, 10, 5])  # rows 7-8: episode 1 again, after a gap
     layout = sequence_layout(eps_id, t, 3)
-    assert layout.starts.tolist() == [0, 3, 5, 7, 9]
     assert layout.lengths.tolist() == [3, 2, 2, 2, 1]
-    assert layout.rows().tolist() == list(range(10))
-    assert layout.rows(np.array([3, 0])).tolist() == [7, 8, 0, 1, 2]
+    # Rows are taken episode by episode: episode 1's later rows follow its first ones.
+    assert layout.rows().tolist() == [0, 1, 2, 3, 4, 7, 8, 5, 6, 9]
+    assert layout.rows(np.array([3, 0])).tolist() == [5, 6, 0, 1, 2]
+    assert layout.first_rows().tolist() == [0, 3, 7, 5, 9]
+
+
+def test_a_multi_agent_batch_gives_each_agent_its_own_sequences():
+    """Two agents of one episode, their steps interleaved as a multi-agent worker emits them."""
+    eps_id, t = np.zeros(6, np.int64), np.array([0, 0, 1, 1, 2, 2])
+    agent = np.array([0, 1, 0, 1, 0, 1])
+    layout = sequence_layout(eps_id, t, 5, agent_index=agent)
+    assert layout.lengths.tolist() == [3, 3]
+    assert layout.rows().tolist() == [0, 2, 4, 1, 3, 5]
+    columns = layout.columns()
+    assert columns["seq_slots"].tolist() == [0, 5, 1, 6, 2, 7]
+    rows = np.arange(6)
+    assert rows[columns["seq_rows"]][columns["seq_slots"]].tolist() == rows.tolist()
 
 
 def test_columns_pad_with_the_last_real_row_and_map_rows_back():
