@@ -3,7 +3,8 @@
 The architecture and weight names are `flowrl.policy.recurrent_spec.RecurrentModelSpec`'s;
 the TF twin (`tf_recurrent_models.TFRecurrentModel`) computes the same function of the same
 weights. The cell runs in ATen's fused LSTM/GRU loop (`torch.lstm`, `torch.gru`) on the
-neutral kernels, transposed (and the GRU's gate blocks reordered) on the fly.
+neutral kernels, transposed (and the GRU's gate blocks reordered) on the fly; a single step
+(acting) is written out, which is several times faster than ATen's call for one step.
 """
 
 from __future__ import annotations
@@ -115,6 +116,10 @@ class TorchRecurrentModel(TorchParameters):
         kind, size = self.spec.cell, self.spec.cell_size
         cell = f"{tower}{kind}"
         kernel, recurrent = self.params[f"{cell}/kernel"], self.params[f"{cell}/recurrent_kernel"]
+        if x.shape[1] == 1:  # acting: one step by hand is ~8x faster than ATen's call
+            new_state = self._one_step(cell, torch.addmm(self.params[f"{cell}/bias"], x[:, 0],
+                                                         kernel), state)
+            return new_state[0][:, None], new_state
         if kind == "lstm":
             weights = [kernel.t(), recurrent.t(), self.params[f"{cell}/bias"],
                        torch.zeros(4 * size, device=x.device)]
@@ -127,7 +132,7 @@ class TorchRecurrentModel(TorchParameters):
                        self.params[f"{cell}/recurrent_bias"][order]]
             run, hx = torch.gru, state[0][None]
         steps = x.shape[1]
-        if steps == 1 or bool((lengths == steps).all()):
+        if bool((lengths == steps).all()):
             outputs, *final = run(x, hx, weights, True, 1, 0.0, False, False, True)
             return outputs, [value[0] for value in final]
         packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths.clamp(min=1),
@@ -139,6 +144,23 @@ class TorchRecurrentModel(TorchParameters):
         outputs, _ = torch.nn.utils.rnn.pad_packed_sequence(
             packed._replace(data=data), batch_first=True, total_length=steps)
         return outputs, [value[0].index_select(0, packed.unsorted_indices) for value in final]
+
+    def _one_step(self, cell: str, projected: torch.Tensor, state: list[torch.Tensor]
+                  ) -> list[torch.Tensor]:
+        """One step of a tower's cell from its projected input (x @ kernel + bias): the same
+        gates as ATen's loop, in the neutral (Keras) block order."""
+        recurrent = self.params[f"{cell}/recurrent_kernel"]
+        if self.spec.cell == "lstm":
+            h, c = state
+            i, f, g, o = (projected + torch.matmul(h, recurrent)).chunk(4, dim=-1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            return [torch.sigmoid(o) * torch.tanh(c), c]
+        (h,) = state
+        x_z, x_r, x_h = projected.chunk(3, dim=-1)
+        h_z, h_r, h_h = torch.addmm(self.params[f"{cell}/recurrent_bias"], h,
+                                    recurrent).chunk(3, dim=-1)
+        z, r = torch.sigmoid(x_z + h_z), torch.sigmoid(x_r + h_r)
+        return [z * h + (1.0 - z) * torch.tanh(x_h + r * h_h)]
 
     def _heads(self, hidden: list[torch.Tensor]) -> list[torch.Tensor]:
         """The contract's outputs from the towers' cell outputs [N, H] (the value head on the
