@@ -259,8 +259,10 @@ def _registry(root_class: type, root_overrides: dict[str, Any]) -> ConstructorRe
             annotation = hints[field.name]
             if _is_config_dataclass(annotation):
                 # tyro only expands a nested config given an instance; --config's dict for it
-                # becomes one (and is checked here, before the flags are read).
-                default = config_lib.from_dict(annotation, given.get(field.name))
+                # becomes one (and is checked here, before the flags are read), merged over
+                # this class's own default of the field (DQN's model is not ModelConfig()).
+                default = _nested_default(info.type, field.name, annotation,
+                                          given.get(field.name))
             elif field.name in given:
                 default = given[field.name]
             else:
@@ -289,6 +291,20 @@ def _registry(root_class: type, root_overrides: dict[str, Any]) -> ConstructorRe
         )
 
     return registry
+
+
+def _nested_default(config_class: type, name: str, annotation: type, given: Any) -> Any:
+    """The nested config `name` of `config_class` as flags start from: the class's default of
+    that field, with `given` (a dict from --config, or an instance) over it."""
+    base = _field_default_value(config_class, [name])
+    if given is None:
+        return base
+    if isinstance(given, annotation):
+        return given
+    if isinstance(given, Mapping):
+        given = {**{f.name: getattr(base, f.name) for f in dataclasses.fields(annotation)
+                    if f.init}, **given}
+    return config_lib.from_dict(annotation, given)
 
 
 def _collect_values(**values: Any) -> dict[str, Any]:

@@ -213,6 +213,19 @@ def test_nested_flags_and_env_config_flag(fake_flowrl, capsys):
     assert config.env_config == {"max_episode_steps": 20}
 
 
+def test_flags_start_from_the_algorithms_own_nested_defaults():
+    # DQN's model is 256x256 ReLU and R2D2's an LSTM, not ModelConfig()'s defaults.
+    from flowrl.config_flags import parse_config_flags
+    from flowrl.plans.dqn import DQNConfig
+    from flowrl.plans.r2d2 import R2D2Config
+
+    assert parse_config_flags(DQNConfig, []).model == DQNConfig().model
+    config = parse_config_flags(R2D2Config, ["--model.max-seq-len", "10"],
+                                {"model": {"lstm_cell_size": 32}})
+    assert config.model == dataclasses.replace(R2D2Config().model, max_seq_len=10,
+                                               lstm_cell_size=32)
+
+
 def test_no_stop_trains_until_ctrl_c_and_exits_cleanly(fake_flowrl, monkeypatch, capsys):
     def interrupted_run(*args, **kwargs):
         assert kwargs["stop"] is None
