@@ -17,6 +17,7 @@ The loss sees replayed sequences as `flowrl.replay.SequenceBuilder` cuts them (o
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
@@ -254,10 +255,25 @@ def r2d2_priorities_tf(policy: Any, batch: dict) -> dict:
             + (1.0 - eta) * tf.reduce_sum(absolute, axis=1) / steps}
 
 
-_PRIORITIES = {"torch": r2d2_priorities_torch, "tf": r2d2_priorities_tf}
+_COMPILED_TF_PRIORITIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _tf_priorities_fn(policy: Any) -> Any:
+    """`r2d2_priorities_tf` compiled once per TF policy (`run_on_batch` runs eagerly, and an
+    eager LSTM unrolled over every position is several times slower than the train step)."""
+    fn = _COMPILED_TF_PRIORITIES.get(policy)
+    if fn is None:
+        import tensorflow as tf
+
+        owner = weakref.ref(policy)  # the cache must not keep the policy alive
+        compiled = tf.function(lambda batch: r2d2_priorities_tf(owner(), batch),
+                               autograph=False, reduce_retracing=True)
+        fn = _COMPILED_TF_PRIORITIES[policy] = lambda _policy, batch: compiled(batch)
+    return fn
 
 
 def compute_sequence_priorities(policy: Any, batch: SampleBatch) -> np.ndarray:
     """Each replayed sequence's priority under `policy` (target-network bootstrap), as numpy:
     what `UpdatePriorities` stores (it takes their absolute value, which they are)."""
-    return policy.run_on_batch(_PRIORITIES[policy.framework], batch)["priorities"]
+    fn = r2d2_priorities_torch if policy.framework == "torch" else _tf_priorities_fn(policy)
+    return policy.run_on_batch(fn, batch)["priorities"]

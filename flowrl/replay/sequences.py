@@ -85,7 +85,7 @@ _KEPT = ("obs", "actions", "rewards")
 
 @dataclass
 class _Tail:
-    """One running episode's steps not yet needed by no future sequence."""
+    """One running episode's steps that a future sequence still needs."""
 
     origin: int
     """Episode time of the first step this tail ever held (0 unless the start was missed)."""
