@@ -477,7 +477,8 @@ def documented_commands(text: str) -> list[str]:
 
 @pytest.mark.parametrize("page", ["README.md", "docs/configuration.md", "docs/plans/a2c.md",
                                   "docs/plans/apex.md", "docs/plans/pg.md", "docs/plans/ppo.md",
-                                  "docs/plans/impala.md", "docs/plans/dqn.md"])
+                                  "docs/plans/impala.md", "docs/plans/dqn.md",
+                                  "docs/plans/r2d2.md"])
 def test_every_documented_training_command_shows_a_stop(page):
     commands = documented_commands((ROOT / page).read_text())
     assert commands, f"{page} shows no training command"

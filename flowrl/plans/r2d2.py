@@ -71,7 +71,7 @@ class R2D2Config(DQNConfig):
     """Sequences stored before the first gradient step."""
     train_batch_size: int = 32
     """Sequences per replayed batch (one gradient step each)."""
-    training_intensity: float | None = 128.0
+    training_intensity: float | None = 160.0
     """Steps trained on (max_seq_len per sequence) per env step sampled; None: a batch a round."""
     target_network_update_freq: int = 1000
     """Env steps sampled between copies of the online network into the target network."""

@@ -256,6 +256,19 @@ SMOKE = {"seed": 0, "min_time_s_per_iteration": 0, "num_envs_per_worker": 2,
                    "max_seq_len": 5}}
 
 
+def test_plan_reads_as_dqns_with_sequences_stored(local_executor):
+    trainer = flowrl.Trainer("r2d2", env="StatelessCartPole-v1", config=SMOKE)
+    try:
+        text = repr(trainer.plan)
+    finally:
+        trainer.stop()
+    assert text.startswith(
+        "Concurrently([ParallelRollouts(mode='bulk_sync').for_each(SequenceBuilder(burn_in=2, "
+        "train_length=5, n_step=3, overlap=0)).for_each(StoreToReplay(PrioritizedReplayBuffer))"
+        ".for_each(BroadcastWeights()), Replay(PrioritizedReplayBuffer, num_items=8, "
+        "learning_starts=4).for_each(UpdatePriorities(PrioritizedReplayBuffer))"), text
+
+
 def test_r2d2_runs_on_stateless_cartpole(executor, tmp_path):
     # A remote rollout worker: the state columns cross to the driver's sequence builder.
     result = flowrl.run("r2d2", env="StatelessCartPole-v1", verbose=0, log_dir=str(tmp_path),
