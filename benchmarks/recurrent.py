@@ -10,8 +10,9 @@ or above the target, or at the budget.
                    memory is run beside it and must stay below 150
     ppo-repeat     PPO + LSTM, RepeatAfterMe-v0: >= 80 within 100k (same tuned file)
     impala-lstm    IMPALA + LSTM, StatelessCartPole-v1, num_sgd_iter=2: >= 150 within 1M
-    speed          env steps/s of PPO + LSTM and of the same PPO with the MLP on CartPole-v1,
-                   run alternately in one process; prints the ratio (target >= 0.5)
+    speed          env steps/s on CartPole-v1 of PPO + LSTM (the tuned file) and of the same
+                   PPO with the default MLP model (64, 64, tanh), run alternately in one
+                   process; prints the ratio (target >= 0.5)
 
     python benchmarks/recurrent.py ppo-lstm ppo-repeat impala-lstm speed
     python benchmarks/recurrent.py ppo-lstm --seeds 1
@@ -62,9 +63,8 @@ SPEED_CODE = """
 import json, time
 import flowrl
 base = json.loads({config!r})
-recurrent = {{**base, "model": {{**base.get("model", {{}}), "use_lstm": True}}}}
-plain = {{**base, "model": {{k: v for k, v in base.get("model", {{}}).items()
-                             if not k.startswith(("use_lstm", "lstm_", "max_seq_len"))}}}}
+recurrent = base
+plain = {{**base, "model": {{}}}}  # PPO's default MLP (64, 64, tanh)
 rates = {{"lstm": [], "mlp": []}}
 trainers = {{name: flowrl.Trainer("ppo", env="CartPole-v1", config=config, local_mode=True)
             for name, config in (("lstm", recurrent), ("mlp", plain))}}
@@ -145,7 +145,7 @@ def learning(name: str, seeds: list[int], timeout: float, *, memory: bool = True
 
 
 def speed(rounds: int, seconds: float, timeout: float) -> None:
-    """PPO + LSTM against the MLP on CartPole-v1 with the tuned file's settings."""
+    """PPO + LSTM against the MLP on CartPole-v1, both with the tuned file's PPO settings."""
     out = run(SPEED_CODE.format(config=json.dumps(tuned_config()), rounds=rounds,
                                 seconds=seconds), timeout)
     if out is None:
