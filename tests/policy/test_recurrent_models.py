@@ -255,7 +255,7 @@ def _train_evaluate_and_restore(algorithm, framework, tmp_path):
         restored.stop()
 
 
-@pytest.mark.parametrize("algorithm", ["ppo", "impala", "a3c"])
+@pytest.mark.parametrize("algorithm", ["ppo", "impala", "appo", "a3c"])
 def test_recurrent_runs_train_evaluate_and_restore(local_executor, framework, algorithm,
                                                    tmp_path):
     _train_evaluate_and_restore(algorithm, framework, tmp_path)
