@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from flowrl.testing.torch_recurrent import run_gru_cell
+
 
 class TorchTinyRecurrentQ(nn.Module):
     """Encoder, GRU cell, then a Q head; `hidden` units of state."""
@@ -36,9 +38,5 @@ class TorchTinyRecurrentQ(nn.Module):
                 seq_lens: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         batch, steps = obs.shape[0], obs.shape[1]
         features = torch.tanh(self.encoder(obs.float().reshape(batch, steps, -1)))
-        h, outputs = state[0], []
-        for t in range(steps):
-            new = self.cell(features[:, t], h)
-            h = torch.where((t < seq_lens).unsqueeze(-1), new, h)
-            outputs.append(new)
-        return self.q(torch.stack(outputs, dim=1)), [h]
+        out, h = run_gru_cell(self.cell, features, state[0], seq_lens)
+        return self.q(out), [h]

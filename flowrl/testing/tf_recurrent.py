@@ -35,11 +35,17 @@ class KerasTinyGRU(keras.Model):
              seq_lens: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
         steps = obs.shape[1]
         flat = tf.reshape(tf.cast(obs, tf.float32), [tf.shape(obs)[0], steps, -1])
-        features = self.encoder(flat)
-        h, outputs = state[0], []
-        for t in range(steps):
-            new, _ = self.cell(features[:, t], [h])
-            h = tf.where((t < seq_lens)[:, None], new, h)
-            outputs.append(new)
-        out = tf.stack(outputs, axis=1)
+        out, h = run_gru_cell(self.cell, self.encoder(flat), state[0], seq_lens)
         return self.logits(out), tf.squeeze(self.value(out), -1), [h]
+
+
+def run_gru_cell(cell: keras.layers.GRUCell, features: tf.Tensor, h: tf.Tensor,
+                 seq_lens: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """`cell` over features [B, T, F] from state h [B, H]: the outputs [B, T, H] and the state
+    held at each sequence's last valid step (`t < seq_lens[b]`)."""
+    outputs = []
+    for t in range(features.shape[1]):
+        new, _ = cell(features[:, t], [h])
+        h = tf.where((t < seq_lens)[:, None], new, h)
+        outputs.append(new)
+    return tf.stack(outputs, axis=1), h

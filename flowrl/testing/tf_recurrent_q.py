@@ -15,6 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from flowrl.testing.tf_recurrent import run_gru_cell
+
 
 class KerasTinyRecurrentQ(keras.Model):
     """Encoder, GRU cell, then a Q head; `hidden` units of state."""
@@ -35,10 +37,5 @@ class KerasTinyRecurrentQ(keras.Model):
              seq_lens: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
         steps = obs.shape[1]
         flat = tf.reshape(tf.cast(obs, tf.float32), [tf.shape(obs)[0], steps, -1])
-        features = self.encoder(flat)
-        h, outputs = state[0], []
-        for t in range(steps):
-            new, _ = self.cell(features[:, t], [h])
-            h = tf.where((t < seq_lens)[:, None], new, h)
-            outputs.append(new)
-        return self.q(tf.stack(outputs, axis=1)), [h]
+        out, h = run_gru_cell(self.cell, self.encoder(flat), state[0], seq_lens)
+        return self.q(out), [h]

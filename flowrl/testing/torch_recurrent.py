@@ -36,10 +36,17 @@ class TorchTinyGRU(nn.Module):
                 seq_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         batch, steps = obs.shape[0], obs.shape[1]
         features = torch.tanh(self.encoder(obs.float().reshape(batch, steps, -1)))
-        h, outputs = state[0], []
-        for t in range(steps):
-            new = self.cell(features[:, t], h)
-            h = torch.where((t < seq_lens).unsqueeze(-1), new, h)
-            outputs.append(new)
-        out = torch.stack(outputs, dim=1)
+        out, h = run_gru_cell(self.cell, features, state[0], seq_lens)
         return self.logits(out), self.value(out).squeeze(-1), [h]
+
+
+def run_gru_cell(cell: nn.GRUCell, features: torch.Tensor, h: torch.Tensor,
+                 seq_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`cell` over features [B, T, F] from state h [B, H]: the outputs [B, T, H] and the state
+    held at each sequence's last valid step (`t < seq_lens[b]`)."""
+    outputs = []
+    for t in range(features.shape[1]):
+        new = cell(features[:, t], h)
+        h = torch.where((t < seq_lens).unsqueeze(-1), new, h)
+        outputs.append(new)
+    return torch.stack(outputs, dim=1), h
